@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Broker configuration (DESIGN §7, STYLE R16): one JSON file, parsed by a declarative table. Every key has
+ * a default (conf/idbrokerd.json lists them all; docs/configuration.md explains each). Unknown keys and
+ * wrong types are errors naming the file, the key path and the bad value.
+ */
+#ifndef IDB_BROKER_CONF_H
+#define IDB_BROKER_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_DEFAULT_PATH "/etc/idbroker/idbrokerd.json"
+#define CONF_DEFAULT_LISTEN "169.254.169.250:2579"
+#define CONF_DEFAULT_HEALTH_LISTEN "127.0.0.1:2580"
+#define CONF_MAX_TYPES 3 /* AzureIdentity spec.type 0, 1, 2 */
+
+enum source_kind {
+    SOURCE_FILES,
+    SOURCE_KUBERNETES,
+};
+
+struct provider_conf {
+    char *name; /* [a-z0-9-]+ */
+    char *json; /* the plugin's object, as JSON text */
+};
+
+struct broker_conf {
+    char *path;           /* file it was read from, or "<defaults>" */
+    char *node_name;      /* "nodeName"; default: gethostname() */
+    char *listen;         /* "listen": "IP:PORT" of the token endpoint ([v6]:port accepted) */
+    char *health_listen;  /* "healthListen" */
+    char *control_socket; /* "controlSocket" */
+    char *state_dir;      /* "stateDir" */
+    char *plugin_dir;     /* "pluginDir" */
+
+    enum source_kind source_kind; /* "source.kind" */
+    char *source_dir;             /* "source.dir" (files) */
+    char *kubeconfig;             /* "source.kubeconfig" (kubernetes; NULL = in-cluster) */
+    uint32_t source_poll_ms;      /* "source.pollIntervalMs": files mode change check */
+
+    struct provider_conf *providers; /* "providers": one per key, in file order */
+    size_t n_providers;
+    char *type_providers[CONF_MAX_TYPES]; /* "typeProviders" */
+
+    bool namespaced;       /* "namespaced" */
+    bool strict_selection; /* "strictSelection" */
+    bool exceptions;       /* "exceptions" */
+
+    int log_level;  /* "log.level" (syslog level) */
+    int log_format; /* "log.format" (enum log_format) */
+    bool log_audit; /* "log.audit" */
+
+    uint32_t sync_timeout_ms;     /* "syncTimeoutMs": wait for identity data of a known pod */
+    uint32_t provider_timeout_ms; /* "providerTimeoutMs": deadline of one provider call */
+    uint32_t retry_after_s;       /* "retryAfterSeconds" on 503 */
+
+    uint32_t cache_max_entries;  /* "cache.maxEntries" */
+    uint32_t cache_min_ttl_s;    /* "cache.minTtlSeconds": never serve a token with less left */
+    uint32_t cache_negative_ms;  /* "cache.negativeTtlMs": remember provider failures this long */
+
+    uint32_t rate_per_pod;   /* "rateLimit.requestsPerSecond" per pod; 0 = off */
+    uint32_t rate_burst;     /* "rateLimit.burst" */
+
+    bool proxy_instance;  /* "metadataProxy.instance": proxy /metadata/instance to the node IMDS */
+    bool proxy_versions;  /* "metadataProxy.versions" */
+    char *imds_endpoint;  /* "metadataProxy.endpoint" */
+
+    uint32_t http_max_connections; /* "http.maxConnections" */
+    uint32_t http_max_per_ip;      /* "http.maxConnectionsPerPod" */
+    uint32_t http_timeout_s;       /* "http.timeoutSeconds" */
+};
+
+/* Returns new: the configuration with every default. */
+int conf_new_default(struct broker_conf **ret);
+/* Parses text[0..len); `path` names the source in messages. On failure *ret_error (returns new) says
+ * "FILE: key 'a.b': expected …, got '…'". Never partial: *ret is written only on success. */
+int conf_parse(const char *text, size_t len, const char *path, struct broker_conf **ret,
+               char **ret_error);
+/* Reads and parses a file (capped at CONF_MAX_FILE_BYTES). */
+int conf_load(const char *path, struct broker_conf **ret, char **ret_error);
+/* Accepts NULL; returns NULL. */
+struct broker_conf *conf_free(struct broker_conf *c);
+/* The provider name for an identity type, or NULL. */
+const char *conf_type_provider(const struct broker_conf *c, int type);
+/* Splits "IP:PORT" / "[V6]:PORT" into a sockaddr. */
+struct sockaddr_storage;
+int conf_parse_listen(const char *s, struct sockaddr_storage *ret, unsigned *ret_len);
+
+#endif

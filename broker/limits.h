@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every hard cap on input from outside, in one place (STYLE R11). */
+#ifndef IDB_BROKER_LIMITS_H
+#define IDB_BROKER_LIMITS_H
+
+#define HTTP_MAX_URI_BYTES 4096       /* request target; longer -> 414 */
+#define HTTP_MAX_HEADER_BYTES 16384   /* all request headers together -> 431 */
+#define HTTP_MAX_HEADERS 64           /* number of request headers -> 431 */
+#define HTTP_MAX_BODY_BYTES 0         /* token requests carry no body; any body -> 400/413 */
+#define HTTP_MAX_QUERY_PARAMS 16
+#define HTTP_MAX_PARAM_BYTES 2048     /* one decoded query value */
+#define HTTP_CONN_TIMEOUT_S 15        /* idle or slow connection */
+#define HTTP_MAX_CONNECTIONS 1024
+#define HTTP_MAX_CONNECTIONS_PER_IP 64
+
+#define CONF_MAX_FILE_BYTES (1024 * 1024)
+#define MANIFEST_MAX_FILE_BYTES (8 * 1024 * 1024)
+#define MANIFEST_MAX_DOCS 100000
+#define MANIFEST_MAX_DEPTH 32
+#define MANIFEST_MAX_LABELS 64
+
+#define CTL_MAX_CLIENTS 16
+#define CTL_IO_TIMEOUT_MS 5000
+
+#define PROVIDER_TOKEN_MAX_BYTES (64 * 1024) /* a provider's access_token */
+#define TOKEN_CACHE_DEFAULT_MAX_ENTRIES 65536
+
+#endif
