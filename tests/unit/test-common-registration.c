@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -17,6 +16,8 @@
 #include <idbroker-internal/registration.h>
 
 #include "test-util.h"
+
+#include <cmocka.h>
 
 static char tmpdir[64];
 
