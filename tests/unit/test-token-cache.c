@@ -5,7 +5,6 @@
  * and error propagation. Waiting for background work is done by polling state, never by timing
  * assertions.
  */
-#include <cmocka.h>
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -23,6 +22,8 @@
 #include <idbroker/errno.h>
 
 #include "token-cache.h"
+
+#include <cmocka.h>
 
 #define LIFETIME 3600
 
