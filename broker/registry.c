@@ -318,13 +318,9 @@ int registry_load(struct registry *r,
 
     pthread_mutex_lock(&r->io);
     /* The state lock keeps registration_load_all() from deleting a temporary file a CNI plugin is
-     * still writing. If it cannot be had in time, loading without it beats not starting. */
+     * still writing. If it cannot be had (timeout, read-only stateDir), loading without it beats
+     * not starting. */
     _cleanup_close_ int fd = registration_lock(r->state_dir, LOAD_LOCK_TIMEOUT_MS);
-    if (fd < 0 && fd != -ETIMEDOUT) {
-        pthread_mutex_unlock(&r->io);
-        table_free(l.tab);
-        return fd;
-    }
     int k = registration_load_all(r->state_dir, load_one, load_bad, &l);
     if (k >= 0 && l.error < 0)
         k = l.error;
