@@ -320,8 +320,10 @@ int registry_load(struct registry *r,
     /* The state lock keeps registration_load_all() from deleting a temporary file a CNI plugin is
      * still writing. If it cannot be had (timeout, read-only stateDir), loading without it beats
      * not starting. */
-    _cleanup_close_ int fd = registration_lock(r->state_dir, LOAD_LOCK_TIMEOUT_MS);
+    int fd = registration_lock(r->state_dir, LOAD_LOCK_TIMEOUT_MS);
     int k = registration_load_all(r->state_dir, load_one, load_bad, &l);
+    if (fd >= 0)
+        close(fd);
     if (k >= 0 && l.error < 0)
         k = l.error;
     if (k < 0) {
