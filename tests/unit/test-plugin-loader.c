@@ -251,6 +251,27 @@ static void test_abi_refusals(void **state)
     expect_refusal("noissue", "{}", IDB_E_PLUGIN_ABI, "issue() is NULL");
 }
 
+/* A plugin of a later 1.x minor, with a longer struct, loads; a size the object cannot back does
+ * not. */
+static void test_abi_minor(void **state)
+{
+    (void)state;
+    install("newer");
+    install("oversize");
+    struct plugin_set *s = plugin_set_new();
+    assert_int_equal(plugin_set_load(s, dir, "newer", "{}", host_api_get(), NULL), 0);
+    const struct plugin *pl = plugin_set_find(s, "newer");
+    assert_int_equal(pl->p->abi_minor, 7);
+    assert_true(pl->p->size > sizeof(struct idb_provider));
+    plugin_set_free(s);
+    char why[160];
+    snprintf(why, sizeof(why),
+             "is not binary compatible: struct idb_provider claims 4096 bytes but symbol "
+             "'idb_plugin_v1' is %zu bytes",
+             sizeof(struct idb_provider));
+    expect_refusal("oversize", "{}", IDB_E_PLUGIN_ABI, why);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -394,10 +415,13 @@ int main(void)
     assert_int_equal(host_api_init(NULL), 0);
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_load_good), T(test_good_fail_modes), T(test_init_fails),  T(test_duplicate),
-        T(test_abi_major), T(test_abi_refusals),    T(test_names),       T(test_missing),
-        T(test_writable),  T(test_not_owned),       T(test_not_regular), T(test_dir_forms),
-        T(test_set),
+        T(test_load_good),  T(test_good_fail_modes),
+        T(test_init_fails), T(test_duplicate),
+        T(test_abi_major),  T(test_abi_refusals),
+        T(test_abi_minor),  T(test_names),
+        T(test_missing),    T(test_writable),
+        T(test_not_owned),  T(test_not_regular),
+        T(test_dir_forms),  T(test_set),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     host_api_done();
