@@ -675,18 +675,214 @@ static void position(const char *text, size_t off, unsigned *ret_line, unsigned 
     *ret_col = col;
 }
 
+/*
+ * A syntax check to RFC 8259, run before json-c: even in strict mode json-c accepts single-quoted
+ * keys and NaN/Infinity, and a provider's object is handed on as text, so the file must be plain
+ * JSON. It also finds what follows the object (json-c stops quietly at a NUL byte). UTF-8 is left
+ * to json-c's JSON_TOKENER_VALIDATE_UTF8. Recursion is bounded by CONF_MAX_DEPTH.
+ */
+struct scan {
+    const char *s;
+    size_t len, pos;
+    int depth;
+    const char *why; /* set on failure */
+    bool too_deep, trailing;
+};
+
+static int scan_peek(const struct scan *sc)
+{
+    return sc->pos < sc->len ? (unsigned char)sc->s[sc->pos] : -1;
+}
+
+static void scan_ws(struct scan *sc)
+{
+    while (sc->pos < sc->len && is_json_space(sc->s[sc->pos]))
+        sc->pos++;
+}
+
+static bool scan_fail(struct scan *sc, const char *why)
+{
+    sc->why = why;
+    return false;
+}
+
+static bool scan_string(struct scan *sc)
+{
+    sc->pos++; /* the opening quote */
+    for (;;) {
+        int ch = scan_peek(sc);
+        if (ch < 0)
+            return scan_fail(sc, "unterminated string");
+        if (ch == '"') {
+            sc->pos++;
+            return true;
+        }
+        if (ch < 0x20)
+            return scan_fail(sc, "control character in string");
+        sc->pos++;
+        if (ch != '\\')
+            continue;
+        ch = scan_peek(sc);
+        if (ch < 0)
+            return scan_fail(sc, "unterminated string");
+        if (ch == 'u') {
+            sc->pos++;
+            for (int i = 0; i < 4; i++, sc->pos++) {
+                ch = scan_peek(sc);
+                if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                      (ch >= 'A' && ch <= 'F')))
+                    return scan_fail(sc, "bad \\u escape");
+            }
+        } else if (ch != 0 && strchr("\"\\/bfnrt", ch)) {
+            sc->pos++;
+        } else {
+            return scan_fail(sc, "bad escape in string");
+        }
+    }
+}
+
+static bool scan_digits(struct scan *sc)
+{
+    size_t start = sc->pos;
+    while (scan_peek(sc) >= '0' && scan_peek(sc) <= '9')
+        sc->pos++;
+    return sc->pos > start;
+}
+
+static bool scan_number(struct scan *sc)
+{
+    if (scan_peek(sc) == '-')
+        sc->pos++;
+    if (scan_peek(sc) == '0')
+        sc->pos++;
+    else if (!scan_digits(sc))
+        return scan_fail(sc, "bad number");
+    if (scan_peek(sc) == '.') {
+        sc->pos++;
+        if (!scan_digits(sc))
+            return scan_fail(sc, "bad number");
+    }
+    if (scan_peek(sc) == 'e' || scan_peek(sc) == 'E') {
+        sc->pos++;
+        if (scan_peek(sc) == '+' || scan_peek(sc) == '-')
+            sc->pos++;
+        if (!scan_digits(sc))
+            return scan_fail(sc, "bad number");
+    }
+    return true;
+}
+
+static bool scan_word(struct scan *sc, const char *word)
+{
+    size_t n = strlen(word);
+    if (sc->len - sc->pos < n || memcmp(sc->s + sc->pos, word, n) != 0)
+        return scan_fail(sc, "unexpected character");
+    sc->pos += n;
+    return true;
+}
+
+static bool scan_value(struct scan *sc);
+
+/* An object or array; `close` is '}' or ']'. */
+static bool scan_container(struct scan *sc, int close)
+{
+    if (++sc->depth > CONF_MAX_DEPTH) {
+        sc->too_deep = true;
+        return scan_fail(sc, "nested too deep");
+    }
+    sc->pos++;
+    scan_ws(sc);
+    if (scan_peek(sc) == close) {
+        sc->pos++;
+        sc->depth--;
+        return true;
+    }
+    for (;;) {
+        if (close == '}') {
+            scan_ws(sc);
+            if (scan_peek(sc) != '"')
+                return scan_fail(sc, "expected a double-quoted key");
+            if (!scan_string(sc))
+                return false;
+            scan_ws(sc);
+            if (scan_peek(sc) != ':')
+                return scan_fail(sc, "expected ':'");
+            sc->pos++;
+        }
+        if (!scan_value(sc))
+            return false;
+        scan_ws(sc);
+        int ch = scan_peek(sc);
+        if (ch == close) {
+            sc->pos++;
+            sc->depth--;
+            return true;
+        }
+        if (ch != ',')
+            return scan_fail(sc, ch < 0         ? "unexpected end of input"
+                                 : close == '}' ? "expected ',' or '}'"
+                                                : "expected ',' or ']'");
+        sc->pos++;
+    }
+}
+
+static bool scan_value(struct scan *sc)
+{
+    scan_ws(sc);
+    int ch = scan_peek(sc);
+    switch (ch) {
+    case '{':
+    case '[':
+        return scan_container(sc, ch == '{' ? '}' : ']');
+    case '"':
+        return scan_string(sc);
+    case 't':
+        return scan_word(sc, "true");
+    case 'f':
+        return scan_word(sc, "false");
+    case 'n':
+        return scan_word(sc, "null");
+    case -1:
+        return scan_fail(sc, "unexpected end of input");
+    default:
+        if (ch == '-' || (ch >= '0' && ch <= '9'))
+            return scan_number(sc);
+        return scan_fail(sc, "unexpected character");
+    }
+}
+
 /* Parses exactly one JSON object from text[0..len) into *ret (returns new). */
 static int parse_json(struct parser *p, const char *text, size_t len, struct json_object **ret)
 {
-    size_t start = 0;
-    while (start < len && is_json_space(text[start]))
-        start++;
-    if (start == len)
-        return fail(p, -EBADMSG, "empty file, expected a JSON object");
-    if (text[start] != '{')
-        return fail(p, -EBADMSG, "expected a JSON object");
+    struct scan sc = {.s = text, .len = len};
+    unsigned line, col;
 
-    struct json_tokener *tok = json_tokener_new_ex(CONF_MAX_DEPTH);
+    scan_ws(&sc);
+    if (sc.pos == len)
+        return fail(p, -EBADMSG, "empty file, expected a JSON object");
+    if (text[sc.pos] != '{')
+        return fail(p, -EBADMSG, "expected a JSON object");
+    bool ok = scan_value(&sc);
+    if (ok) {
+        scan_ws(&sc);
+        sc.trailing = sc.pos < len;
+        ok = !sc.trailing;
+    }
+    if (!ok) {
+        position(text, sc.pos, &line, &col);
+        if (sc.too_deep)
+            return fail(p, -EBADMSG,
+                        "line %u, column %u: invalid JSON: nested deeper than %d levels", line, col,
+                        CONF_MAX_DEPTH);
+        if (sc.trailing)
+            return fail(p, -EBADMSG, "line %u, column %u: unexpected data after the JSON object",
+                        line, col);
+        return fail(p, -EBADMSG, "line %u, column %u: invalid JSON: %s", line, col, sc.why);
+    }
+
+    /* The text is valid JSON; json-c builds the tree (and checks UTF-8). */
+    /* json-c counts one level more than the scan: its stack holds the top value too. */
+    struct json_tokener *tok = json_tokener_new_ex(CONF_MAX_DEPTH + 1);
     if (!tok)
         return fail(p, -ENOMEM, "out of memory");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
@@ -694,29 +890,16 @@ static int parse_json(struct parser *p, const char *text, size_t len, struct jso
     enum json_tokener_error e = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
-
-    unsigned line, col;
-    if (!obj) {
-        position(text, end <= len ? end : len, &line, &col);
-        if (e == json_tokener_continue)
-            return fail(p, -EBADMSG, "line %u, column %u: invalid JSON: unexpected end of input",
-                        line, col);
-        if (e == json_tokener_error_depth)
-            return fail(p, -EBADMSG,
-                        "line %u, column %u: invalid JSON: nested deeper than %d levels", line, col,
-                        CONF_MAX_DEPTH);
+    if (end > len)
+        end = len;
+    bool rest = false; /* cannot happen after the scan; checked anyway, as its backstop */
+    for (size_t k = end; k < len && !rest; k++)
+        rest = !is_json_space(text[k]);
+    if (!obj || rest) {
+        json_object_put(obj);
+        position(text, end, &line, &col);
         return fail(p, -EBADMSG, "line %u, column %u: invalid JSON: %s", line, col,
-                    json_tokener_error_desc(e));
-    }
-    /* json-c stops at a NUL byte and at the end of the first value; anything after it is garbage.
-     */
-    for (size_t k = end; k < len; k++) {
-        if (!is_json_space(text[k])) {
-            json_object_put(obj);
-            position(text, k, &line, &col);
-            return fail(p, -EBADMSG, "line %u, column %u: unexpected data after the JSON object",
-                        line, col);
-        }
+                    obj ? "unexpected data after the JSON object" : json_tokener_error_desc(e));
     }
     *ret = obj;
     return 0;
@@ -732,16 +915,12 @@ static int parse(struct parser *p, const char *text, size_t len)
     if (r < 0)
         return r;
 
-    r = fail(p, -ENOMEM, "out of memory");
+    r = -ENOMEM;
     p->conf = calloc(1, sizeof(*p->conf));
-    if (!p->conf)
-        goto out;
-    p->conf->path = strdup(p->file);
-    if (!p->conf->path)
-        goto out;
-    r = set_defaults(p->conf);
-    if (r < 0) {
-        r = fail(p, r, "out of memory");
+    if (p->conf)
+        p->conf->path = strdup(p->file);
+    if (!p->conf || !p->conf->path || set_defaults(p->conf) < 0) {
+        r = fail(p, -ENOMEM, "out of memory");
         goto out;
     }
     r = apply_object(p, obj, NULL);
