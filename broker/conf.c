@@ -465,7 +465,9 @@ static int apply_providers(struct parser *p, const char *key, struct json_object
                         key, qname, CONF_PROVIDER_NAME_MAX);
         }
         char pkey[CONF_KEY_PATH_MAX];
-        snprintf(pkey, sizeof(pkey), "%s.%s", key, name); /* fits: the name is short */
+        int k = snprintf(pkey, sizeof(pkey), "%s.%s", key, name);
+        if (k < 0 || (size_t)k >= sizeof(pkey)) /* cannot happen: both are short */
+            return fail_unknown(p, pkey);
         if (!json_object_is_type(pv, json_type_object))
             return fail_value(p, pkey, pv, "an object");
         const char *text = json_object_to_json_string_ext(pv, JSON_C_TO_STRING_PLAIN |
@@ -686,8 +688,27 @@ struct scan {
     size_t len, pos;
     int depth;
     const char *why; /* set on failure */
-    bool too_deep, trailing;
+    bool too_deep, trailing, oom;
+    /* Members of each object, in document order of their '{': json-c merges repeated keys, so a
+     * count that json-c's tree does not match finds them (find_duplicates()). */
+    uint32_t *members;
+    size_t n_objects, cap_objects;
 };
+
+/* Starts counting a new object; returns its index, or (size_t)-1 without memory. */
+static size_t scan_new_object(struct scan *sc)
+{
+    if (sc->n_objects == sc->cap_objects) {
+        size_t cap = sc->cap_objects ? sc->cap_objects * 2 : 64;
+        uint32_t *m = realloc(sc->members, cap * sizeof(*m));
+        if (!m)
+            return (size_t)-1;
+        sc->members = m;
+        sc->cap_objects = cap;
+    }
+    sc->members[sc->n_objects] = 0;
+    return sc->n_objects++;
+}
 
 static int scan_peek(const struct scan *sc)
 {
@@ -706,7 +727,8 @@ static bool scan_fail(struct scan *sc, const char *why)
     return false;
 }
 
-static bool scan_string(struct scan *sc)
+/* A key must not hold \u0000: json-c would cut it there, so "a\u0000b" would act as "a". */
+static bool scan_string(struct scan *sc, bool key)
 {
     sc->pos++; /* the opening quote */
     for (;;) {
@@ -727,6 +749,8 @@ static bool scan_string(struct scan *sc)
             return scan_fail(sc, "unterminated string");
         if (ch == 'u') {
             sc->pos++;
+            if (key && sc->len - sc->pos >= 4 && memcmp(sc->s + sc->pos, "0000", 4) == 0)
+                return scan_fail(sc, "\\u0000 in a key");
             for (int i = 0; i < 4; i++, sc->pos++) {
                 ch = scan_peek(sc);
                 if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
@@ -790,6 +814,14 @@ static bool scan_container(struct scan *sc, int close)
         sc->too_deep = true;
         return scan_fail(sc, "nested too deep");
     }
+    size_t obj = 0;
+    if (close == '}') {
+        obj = scan_new_object(sc);
+        if (obj == (size_t)-1) {
+            sc->oom = true;
+            return scan_fail(sc, "out of memory");
+        }
+    }
     sc->pos++;
     scan_ws(sc);
     if (scan_peek(sc) == close) {
@@ -802,12 +834,13 @@ static bool scan_container(struct scan *sc, int close)
             scan_ws(sc);
             if (scan_peek(sc) != '"')
                 return scan_fail(sc, "expected a double-quoted key");
-            if (!scan_string(sc))
+            if (!scan_string(sc, true))
                 return false;
             scan_ws(sc);
             if (scan_peek(sc) != ':')
                 return scan_fail(sc, "expected ':'");
             sc->pos++;
+            sc->members[obj]++;
         }
         if (!scan_value(sc))
             return false;
@@ -835,7 +868,7 @@ static bool scan_value(struct scan *sc)
     case '[':
         return scan_container(sc, ch == '{' ? '}' : ']');
     case '"':
-        return scan_string(sc);
+        return scan_string(sc, false);
     case 't':
         return scan_word(sc, "true");
     case 'f':
@@ -851,33 +884,65 @@ static bool scan_value(struct scan *sc)
     }
 }
 
-/* Parses exactly one JSON object from text[0..len) into *ret (returns new). */
-static int parse_json(struct parser *p, const char *text, size_t len, struct json_object **ret)
+/* Walks v in document order beside the scan's member counts. Returns false at the first object that
+ * has fewer members than its text: it repeats a key. path[size] holds v's key path, and on false
+ * the path of that object. */
+static bool members_match(struct json_object *v, const struct scan *sc, size_t *next, char *path,
+                          size_t size)
 {
-    struct scan sc = {.s = text, .len = len};
+    size_t n = strlen(path);
+    if (json_object_is_type(v, json_type_object)) {
+        if (*next >= sc->n_objects || sc->members[*next] != (uint32_t)json_object_object_length(v))
+            return false;
+        (*next)++;
+        struct json_object_iterator i = json_object_iter_begin(v), end = json_object_iter_end(v);
+        for (; !json_object_iter_equal(&i, &end); json_object_iter_next(&i)) {
+            snprintf(path + n, size - n, "%s%s", n ? "." : "", json_object_iter_peek_name(&i));
+            if (!members_match(json_object_iter_peek_value(&i), sc, next, path, size))
+                return false;
+            path[n] = '\0';
+        }
+    } else if (json_object_is_type(v, json_type_array)) {
+        for (size_t k = 0; k < json_object_array_length(v); k++) {
+            snprintf(path + n, size - n, "[%zu]", k);
+            if (!members_match(json_object_array_get_idx(v, k), sc, next, path, size))
+                return false;
+            path[n] = '\0';
+        }
+    }
+    return true;
+}
+
+/* Parses exactly one JSON object from text[0..len) into *ret (returns new). */
+static int parse_json_scanned(struct parser *p, struct scan *sc, struct json_object **ret)
+{
+    const char *text = sc->s;
+    size_t len = sc->len;
     unsigned line, col;
 
-    scan_ws(&sc);
-    if (sc.pos == len)
+    scan_ws(sc);
+    if (sc->pos == len)
         return fail(p, -EBADMSG, "empty file, expected a JSON object");
-    if (text[sc.pos] != '{')
+    if (text[sc->pos] != '{')
         return fail(p, -EBADMSG, "expected a JSON object");
-    bool ok = scan_value(&sc);
+    bool ok = scan_value(sc);
     if (ok) {
-        scan_ws(&sc);
-        sc.trailing = sc.pos < len;
-        ok = !sc.trailing;
+        scan_ws(sc);
+        sc->trailing = sc->pos < len;
+        ok = !sc->trailing;
     }
     if (!ok) {
-        position(text, sc.pos, &line, &col);
-        if (sc.too_deep)
+        position(text, sc->pos, &line, &col);
+        if (sc->oom)
+            return fail(p, -ENOMEM, "out of memory");
+        if (sc->too_deep)
             return fail(p, -EBADMSG,
                         "line %u, column %u: invalid JSON: nested deeper than %d levels", line, col,
                         CONF_MAX_DEPTH);
-        if (sc.trailing)
+        if (sc->trailing)
             return fail(p, -EBADMSG, "line %u, column %u: unexpected data after the JSON object",
                         line, col);
-        return fail(p, -EBADMSG, "line %u, column %u: invalid JSON: %s", line, col, sc.why);
+        return fail(p, -EBADMSG, "line %u, column %u: invalid JSON: %s", line, col, sc->why);
     }
 
     /* The text is valid JSON; json-c builds the tree (and checks UTF-8). */
@@ -901,8 +966,27 @@ static int parse_json(struct parser *p, const char *text, size_t len, struct jso
         return fail(p, -EBADMSG, "line %u, column %u: invalid JSON: %s", line, col,
                     obj ? "unexpected data after the JSON object" : json_tokener_error_desc(e));
     }
+
+    char path[CONF_KEY_PATH_MAX] = "";
+    size_t next = 0;
+    if (!members_match(obj, sc, &next, path, sizeof(path))) {
+        json_object_put(obj);
+        if (!path[0])
+            return fail(p, -EINVAL, "duplicate key in the top-level object");
+        char qpath[CONF_QUOTE_MAX];
+        quote_text(path, qpath, sizeof(qpath));
+        return fail(p, -EINVAL, "duplicate key in '%s'", qpath);
+    }
     *ret = obj;
     return 0;
+}
+
+static int parse_json(struct parser *p, const char *text, size_t len, struct json_object **ret)
+{
+    struct scan sc = {.s = text, .len = len};
+    int r = parse_json_scanned(p, &sc, ret);
+    free(sc.members);
+    return r;
 }
 
 static int parse(struct parser *p, const char *text, size_t len)

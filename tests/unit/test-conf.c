@@ -250,7 +250,8 @@ static void test_all_keys(void **state)
     conf_free(c);
 }
 
-/* The syntax check lets every form of valid JSON through to the provider's text, up to 16 levels. */
+/* The syntax check lets every form of valid JSON through to the provider's text, up to 16 levels.
+ */
 static void test_json_syntax(void **state)
 {
     (void)state;
