@@ -25,6 +25,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <idbroker/ctl-proto.h>
+
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
@@ -75,8 +77,8 @@ static const struct conf_item items[] = {
     {"listen", IT_LISTEN, OFF(listen), .def_str = CONF_DEFAULT_LISTEN, .restart = true},
     {"healthListen", IT_LISTEN, OFF(health_listen), .def_str = CONF_DEFAULT_HEALTH_LISTEN,
      .restart = true},
-    {"controlSocket", IT_SOCKET_PATH, OFF(control_socket),
-     .def_str = "/run/idbroker/idbrokerd.sock", .restart = true},
+    {"controlSocket", IT_SOCKET_PATH, OFF(control_socket), .def_str = IDB_CTL_DEFAULT_SOCKET,
+     .restart = true},
     {"stateDir", IT_PATH, OFF(state_dir), .def_str = "/var/lib/idbroker", .restart = true},
     {"pluginDir", IT_PATH, OFF(plugin_dir), .def_str = IDB_DEFAULT_PLUGIN_DIR, .restart = true,
      .nullable = true},
