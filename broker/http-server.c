@@ -316,6 +316,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     log_fullv(IDB_LOG_DEBUG, 0, NULL, fmt, ap);

@@ -804,7 +804,7 @@ static void reply_issue(struct token_endpoint *te, const struct http_request *re
 
     switch (res.code) {
     case 0: {
-        if (!res.token) {
+        if (!res.token || !res.token->access_token || !res.token->access_token[0]) {
             reply_error(resp, 500, "server_error", "The token could not be issued");
             break;
         }

@@ -740,15 +740,18 @@ static void test_success_edges(void **state)
     assert_int_equal(r.status, 200);
     hreply_done(&r);
 
-    /* Success without a token is a server error, not an empty 200. */
+    /* Success without a token is a server error, never an empty 200. */
     fake_answers(0);
-    pthread_mutex_lock(&F.lock);
-    F.code = 0;
-    pthread_mutex_unlock(&F.lock);
+    F.token.access_token = "";
+    request("GET", GOOD, NULL, &r);
+    expect(&r, 500,
+           "{\"error\":\"server_error\",\"error_description\":\"The token could not be "
+           "issued\"}");
+    hreply_done(&r);
+    fake_answers(0);
     F.token.access_token = NULL;
     request("GET", GOOD, NULL, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"access_token\":\"\""));
+    assert_int_equal(r.status, 500);
     hreply_done(&r);
 }
 
