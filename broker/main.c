@@ -139,9 +139,9 @@ int broker_reload_source(struct broker *b, bool force)
         (b) = t_;                                                                                  \
     } while (0)
 
-/* Settings that only take effect at start keep their running values; a reload that changes them says
- * so (docs/configuration.md marks them "restart"). Swapping rather than copying lets conf_free() free
- * each side's own strings. */
+/* Settings that only take effect at start keep their running values; a reload that changes them
+ * says so (docs/configuration.md marks them "restart"). Swapping rather than copying lets
+ * conf_free() free each side's own strings. */
 static void keep_restart_settings(struct broker_conf *old, struct broker_conf *new)
 {
     const char *k = conf_restart_key(old, new);

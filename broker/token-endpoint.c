@@ -546,8 +546,8 @@ static char *json_escape_to(char *dst, const char *s)
  * JSON library's growing buffers would leave unwiped copies behind. Every value is a JSON string,
  * in IMDS' key order.
  */
-static int render_token(const struct tc_token *t, const char *client_id, const char *resource,
-                        uint64_t now, char **ret, size_t *ret_len)
+int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
+                                const char *resource, uint64_t now, char **ret, size_t *ret_len)
 {
     uint64_t expires_in = t->expires_on > now ? t->expires_on - now : 0;
     uint64_t ext = expires_in;
@@ -811,7 +811,8 @@ static void reply_issue(struct token_endpoint *te, const struct http_request *re
         const char *cid = res.client_id[0] ? res.client_id : res.token->client_id;
         char *body = NULL;
         size_t len = 0;
-        if (render_token(res.token, cid, q->resource, (uint64_t)time(NULL), &body, &len) < 0) {
+        if (token_endpoint_render_token(res.token, cid, q->resource, (uint64_t)time(NULL), &body,
+                                        &len) < 0) {
             reply_error(resp, 500, "server_error", "Out of memory");
             break;
         }
