@@ -36,6 +36,38 @@ struct issue_result {
 };
 
 struct issuer;
+struct registry;
+struct policy;
+struct plugin_set;
+struct idb_token_req;
+struct idb_token;
+
+struct issuer_options {
+    struct registry *registry;     /* borrowed, must outlive the issuer */
+    struct policy *policy;         /* borrowed */
+    struct token_cache *cache;     /* borrowed */
+    struct plugin_set *plugins;    /* borrowed; fixed for the issuer's life */
+    const char *type_providers[3]; /* copied; NULL = none */
+    uint32_t sync_timeout_ms;      /* wait for identity data of a known pod */
+    uint32_t provider_timeout_ms;  /* deadline of one provider call */
+    uint32_t retry_after_s;
+    uint32_t rate_per_pod;         /* tokens per second per pod; 0 = unlimited */
+    uint32_t rate_burst;
+    bool audit;                    /* one audit record per issued or denied token */
+};
+
+/* Returns new, or NULL on allocation failure. */
+struct issuer *issuer_new(const struct issuer_options *o);
+struct issuer *issuer_free(struct issuer *is);
+/* Applies changed options (reload). The borrowed pointers must stay the same. */
+int issuer_set_options(struct issuer *is, const struct issuer_options *o);
+/* Drops cached tokens of identities that changed, vanished or are no longer bound by any binding.
+ * Call after a policy change. Returns how many were dropped. */
+size_t issuer_evict_stale(struct issuer *is);
+/* host API issue_via: a token of `provider` for req (e.g. keyvault asks azure-msi), through the
+ * cache. */
+int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_token_req *req,
+                     struct idb_token *ret);
 
 /* Issues for the pod owning the connection's source address. Blocks at most until the request deadline
  * (sync wait + provider timeout). Always fills *ret (release with issuer_result_done). */
