@@ -1058,11 +1058,23 @@ static int global_option(struct ctl *c, int opt, const char *arg, const char *cm
 static const char *bad_option(char **argv, int optopt_)
 {
     static char buf[4];
-    if (optopt_ && optopt_ < 0x100) {
-        snprintf(buf, sizeof(buf), "-%c", optopt_);
-        return buf;
-    }
-    return argv[optind - 1];
+    const char *arg = argv[optind - 1];
+    if (strncmp(arg, "--", 2) == 0 || !optopt_ || optopt_ >= 0x100)
+        return arg;
+    snprintf(buf, sizeof(buf), "-%c", optopt_);
+    return buf;
+}
+
+/* "--name" of a recognised option, for messages. */
+static const char *option_name(int opt)
+{
+    static char buf[64];
+    for (const struct option *o = long_options; o->name; o++)
+        if (o->val == opt) {
+            snprintf(buf, sizeof(buf), "--%s", o->name);
+            return buf;
+        }
+    return "?";
 }
 
 static int run_command(struct ctl *c, const struct command *cmd, int argc, char **argv)
@@ -1090,7 +1102,7 @@ static int run_command(struct ctl *c, const struct command *cmd, int argc, char 
             continue;
         }
         if (opt == OPT_VERSION || !(cmd->opts & F(opt)))
-            return usage_error(cmd->name, "option '%s' does not apply to '%s'", argv[optind - 1],
+            return usage_error(cmd->name, "option '%s' does not apply to '%s'", option_name(opt),
                                cmd->name);
         switch (opt) {
         case OPT_RESOURCE:
@@ -1166,7 +1178,7 @@ int main(int argc, char **argv)
         if (r > 0)
             return r;
         if (r < 0)
-            return usage_error(NULL, "option '%s' goes after the command", argv[optind - 1]);
+            return usage_error(NULL, "option '%s' goes after the command", option_name(opt));
     }
     if (optind >= argc)
         return usage_error(NULL, "no command given");
