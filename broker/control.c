@@ -2,17 +2,21 @@
 /*
  * The control socket server (control.h, include/idbroker/ctl-proto.h).
  *
- * Concurrency: one listener thread accepts; every accepted connection gets a detached thread of its own,
- * at most CTL_MAX_CLIENTS at a time. A connection beyond that is answered at once with -EBUSY rather
- * than queued, so a caller never waits behind others. Each connection has CTL_IO_TIMEOUT_MS to send its
- * whole request (a fixed deadline, so trickling bytes does not extend it) and, while the reply is being
- * written, the same time without progress. A slow or silent client therefore holds one slot for at most
- * that long and never delays anyone else. Handlers run on the connection threads and may run
- * concurrently with each other (and with the rest of the broker): they do their own locking.
+ * Concurrency: one listener thread accepts; every accepted connection gets a detached thread of its
+ * own, at most CTL_MAX_CLIENTS at a time. A connection beyond that is answered at once with -EBUSY
+ * rather than queued, so a caller never waits behind others. Each connection has CTL_IO_TIMEOUT_MS
+ * to send its whole request (a fixed deadline, so trickling bytes does not extend it) and, while
+ * the reply is being written, the same time without progress. A slow or silent client therefore
+ * holds one slot for at most that long and never delays anyone else. Handlers run on the connection
+ * threads and may run concurrently with each other (and with the rest of the broker): they do their
+ * own locking.
  *
- * Stopping: control_server_stop() makes an eventfd readable; every thread polls it next to its socket,
- * so the listener and idle connections end at once. A handler that is running is waited for.
+ * Stopping: control_server_stop() makes an eventfd readable; every thread polls it next to its
+ * socket, so the listener and idle connections end at once. A handler that is running is waited
+ * for.
  */
+#include "control.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,12 +35,12 @@
 
 #include <idbroker/ctl-proto.h>
 #include <idbroker/errno.h>
+
 #include <idbroker-internal/buf.h>
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
-#include "control.h"
 #include "limits.h"
 
 #define CTL_LISTEN_BACKLOG 64
@@ -84,8 +88,8 @@ static char *oom_reply(void)
 /* Serialises reply and appends "\n". Returns new, NULL on ENOMEM or -E2BIG (*ret_r says which). */
 static char *reply_to_text(struct json_object *reply, int *ret_r)
 {
-    const char *text =
-        json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *text = json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
     if (!text) {
         *ret_r = -ENOMEM;
         return NULL;
@@ -161,8 +165,8 @@ static bool all_space(const char *text, size_t len)
     return true;
 }
 
-/* control_handle_message() plus what the server logs: the op (quoted, truncated; "" if none) and the
- * code of the reply. */
+/* control_handle_message() plus what the server logs: the op (quoted, truncated; "" if none) and
+ * the code of the reply. */
 static char *handle(const struct control_op *ops, void *ud, const char *text, size_t len,
                     unsigned peer_uid, char op_name[static CTL_OP_NAME_MAX + 1], int *ret_code)
 {
@@ -507,10 +511,10 @@ static int dir_holds_only(int dir_fd, const char *name)
     return only;
 }
 
-/* Makes sure the socket's directory exists, belongs to us and is 0700. An existing directory of ours
- * is tightened to 0700 only while it holds nothing but the socket: a shared directory (/run, say) is
- * never chmod'ed; it is accepted if only its owner may write to it (the socket itself is 0600, and
- * nobody else can replace it), and refused otherwise. Returns the open directory fd. */
+/* Makes sure the socket's directory exists, belongs to us and is 0700. An existing directory of
+ * ours is tightened to 0700 only while it holds nothing but the socket: a shared directory (/run,
+ * say) is never chmod'ed; it is accepted if only its owner may write to it (the socket itself is
+ * 0600, and nobody else can replace it), and refused otherwise. Returns the open directory fd. */
 static int ensure_dir(const char *dir, const char *sock_name, int *ret_fd)
 {
     int r = mkdir_p(dir);
@@ -563,8 +567,9 @@ static int remove_stale(const char *path, const struct sockaddr_un *sa)
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
-        return log_error_errno(-EEXIST, "control: '%s' exists and is not a socket; refusing to "
-                                        "replace it",
+        return log_error_errno(-EEXIST,
+                               "control: '%s' exists and is not a socket; refusing to "
+                               "replace it",
                                path);
 
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -601,8 +606,7 @@ static int bind_socket(struct control_server *s, const struct sockaddr_un *sa)
     if (chmod(s->path, 0600) < 0 || stat(s->path, &st) < 0) {
         int r = -errno;
         unlink(s->path);
-        return log_error_errno(r, "control: cannot set mode of '%s': %s", s->path,
-                               idb_strerror(r));
+        return log_error_errno(r, "control: cannot set mode of '%s': %s", s->path, idb_strerror(r));
     }
     if (listen(fd, CTL_LISTEN_BACKLOG) < 0) {
         int r = -errno;

@@ -17,6 +17,7 @@
 
 #include <idbroker/ctl-proto.h>
 #include <idbroker/errno.h>
+
 #include <idbroker-internal/ctl-client.h>
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
@@ -69,7 +70,7 @@ struct args {
 struct command {
     const char *name;
     int (*fn)(struct ctl *c, const struct args *a);
-    unsigned opts;     /* F(OPT_...) bits beyond the global ones */
+    unsigned opts; /* F(OPT_...) bits beyond the global ones */
     size_t min_pos, max_pos;
     const char *synopsis; /* after "idbrokerctl NAME" */
     const char *summary;
@@ -109,8 +110,9 @@ static int fail(const char *fmt, ...)
 
 static void print_json(struct json_object *o, bool pretty)
 {
-    int flags = JSON_C_TO_STRING_NOSLASHESCAPE |
-                (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
+    int flags =
+        JSON_C_TO_STRING_NOSLASHESCAPE |
+        (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
     puts(json_object_to_json_string_ext(o, flags));
 }
 
@@ -426,7 +428,8 @@ static char *container_str(struct json_object *v)
     const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
     if (!s)
         return cell(v);
-    /* Runtime IDs are 64 hex digits; 12 are enough to tell them apart, as docker and crictl show. */
+    /* Runtime IDs are 64 hex digits; 12 are enough to tell them apart, as docker and crictl show.
+     */
     size_t len = strlen(s);
     if (len > 16 && strspn(s, "0123456789abcdef") == len)
         return strndup(s, 12);
@@ -452,8 +455,8 @@ static void pod_row(struct json_object *p, char **row)
 static int cmd_pods(struct ctl *c, const struct args *a)
 {
     (void)a;
-    static const char *const h[] = {"NAMESPACE", "NAME", "UID", "IPS", "INTERFACE", "CONTAINER",
-                                    "AGE"};
+    static const char *const h[] = {"NAMESPACE", "NAME",      "UID", "IPS",
+                                    "INTERFACE", "CONTAINER", "AGE"};
     return list_cmd(c, IDB_CTL_OP_PODS, "pods", ELEMENTSOF(h), h, 2, pod_row);
 }
 
@@ -587,8 +590,8 @@ static int cmd_status(struct ctl *c, const struct args *a)
         return 0;
     }
 
-    static const char *const known[] = {"nodeName", "version",    "ready",      "source",
-                                        "pods",     "identities", "bindings",   "exceptions",
+    static const char *const known[] = {"nodeName",  "version",    "ready",    "source",
+                                        "pods",      "identities", "bindings", "exceptions",
                                         "providers", "cache"};
     struct kv kv[64];
     size_t n = 0;
@@ -709,9 +712,8 @@ static int cmd_explain(struct ctl *c, const struct args *a)
     kv_print_free(kv, n);
 
     struct json_object *cands = get_path(res, "candidates", NULL);
-    size_t nc = cands && json_object_is_type(cands, json_type_array)
-                    ? json_object_array_length(cands)
-                    : 0;
+    size_t nc =
+        cands && json_object_is_type(cands, json_type_array) ? json_object_array_length(cands) : 0;
     if (nc == 0) {
         puts("Candidates: none (no binding in scope selects this pod's identity)");
         return 0;
@@ -999,8 +1001,8 @@ static void help(void)
 
 static void command_help(const struct command *cmd)
 {
-    printf("Usage: " PROG " %s%s%s\n\n%s.\n", cmd->name, cmd->synopsis[0] ? " " : "",
-           cmd->synopsis, cmd->summary);
+    printf("Usage: " PROG " %s%s%s\n\n%s.\n", cmd->name, cmd->synopsis[0] ? " " : "", cmd->synopsis,
+           cmd->summary);
     if (cmd->details)
         printf("\nOptions:\n%s", cmd->details);
     printf("\nGlobal options:\n%s", global_options_help);

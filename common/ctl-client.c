@@ -11,6 +11,7 @@
 
 #include <idbroker/ctl-proto.h>
 #include <idbroker/errno.h>
+
 #include <idbroker-internal/buf.h>
 #include <idbroker-internal/ctl-client.h>
 #include <idbroker-internal/json-util.h>
@@ -66,8 +67,8 @@ static void set_error(char **ret_error, const char *fmt, ...)
     *ret_error = s;
 }
 
-/* Connects a non-blocking socket to path. A full listen backlog (EAGAIN for unix sockets) is retried
- * until the deadline. */
+/* Connects a non-blocking socket to path. A full listen backlog (EAGAIN for unix sockets) is
+ * retried until the deadline. */
 static int connect_unix(const char *path, int64_t deadline, int *ret_fd)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -106,8 +107,8 @@ static int connect_unix(const char *path, int64_t deadline, int *ret_fd)
     return 0;
 }
 
-/* Writes all of data. A peer that closes early (EPIPE, ECONNRESET) is not an error here: it may have
- * refused the request with a reply that is still waiting to be read. */
+/* Writes all of data. A peer that closes early (EPIPE, ECONNRESET) is not an error here: it may
+ * have refused the request with a reply that is still waiting to be read. */
 static int send_all(int fd, const char *data, size_t len, int64_t deadline)
 {
     while (len > 0) {
@@ -130,8 +131,8 @@ static int send_all(int fd, const char *data, size_t len, int64_t deadline)
     return 0;
 }
 
-/* Reads to EOF into b. A reset after some data counts as EOF (the broker closed without reading all of
- * an oversized request); whether the data is a complete reply is for the parser to say. */
+/* Reads to EOF into b. A reset after some data counts as EOF (the broker closed without reading all
+ * of an oversized request); whether the data is a complete reply is for the parser to say. */
 static int recv_all(int fd, struct buf *b, int64_t deadline)
 {
     for (;;) {
@@ -175,7 +176,8 @@ bool ctl_error_is_unreachable(int r)
 }
 
 /* Turns the reply text into the result or the broker's error. */
-static int parse_reply(const char *text, size_t len, struct json_object **ret_reply, char **ret_error)
+static int parse_reply(const char *text, size_t len, struct json_object **ret_reply,
+                       char **ret_error)
 {
     _cleanup_json_ struct json_object *reply = NULL;
     const char *why = NULL;
@@ -194,7 +196,8 @@ static int parse_reply(const char *text, size_t len, struct json_object **ret_re
         return IDB_E_PROTO;
     }
     struct json_object *ok = NULL;
-    if (!json_object_object_get_ex(reply, "ok", &ok) || !json_object_is_type(ok, json_type_boolean)) {
+    if (!json_object_object_get_ex(reply, "ok", &ok) ||
+        !json_object_is_type(ok, json_type_boolean)) {
         set_error(ret_error, "invalid reply from idbrokerd: no 'ok'");
         return IDB_E_PROTO;
     }
@@ -223,8 +226,8 @@ int ctl_call(const char *socket_path, struct json_object *request, int timeout_m
 {
     int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 
-    const char *req = json_object_to_json_string_ext(
-        request, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *req = json_object_to_json_string_ext(request, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
     if (!req)
         return -ENOMEM;
     size_t req_len = strlen(req);
@@ -252,8 +255,8 @@ int ctl_call(const char *socket_path, struct json_object *request, int timeout_m
         set_error(ret_error, "cannot send request to idbrokerd: %s", idb_strerror(r));
         return r;
     }
-    /* Tells the broker the request is complete even if it did not look for the newline. ENOTCONN: the
-     * broker already closed; its reply may still be readable. */
+    /* Tells the broker the request is complete even if it did not look for the newline. ENOTCONN:
+     * the broker already closed; its reply may still be readable. */
     if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN) {
         r = -errno;
         set_error(ret_error, "cannot send request to idbrokerd: %s", idb_strerror(r));

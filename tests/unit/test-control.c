@@ -19,6 +19,7 @@
 
 #include <idbroker/ctl-proto.h>
 #include <idbroker/errno.h>
+
 #include <idbroker-internal/ctl-client.h>
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
@@ -144,14 +145,10 @@ static int op_big(void *ud, struct json_object *req, struct json_object **ret_re
 }
 
 static const struct control_op ops[] = {
-    {"echo", op_echo, 0},
-    {"empty", op_empty, 0},
-    {"fail", op_fail, 0},
-    {"fail-silent", op_fail_silent, 0},
-    {"sloppy", op_sloppy, 0},
-    {"block", op_block, 0},
-    {"secret", op_secret, 1},
-    {"big", op_big, 0},
+    {"echo", op_echo, 0},     {"empty", op_empty, 0},
+    {"fail", op_fail, 0},     {"fail-silent", op_fail_silent, 0},
+    {"sloppy", op_sloppy, 0}, {"block", op_block, 0},
+    {"secret", op_secret, 1}, {"big", op_big, 0},
     {NULL, NULL, 0},
 };
 
