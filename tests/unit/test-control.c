@@ -419,24 +419,35 @@ static void wait_blocked(int n)
     pthread_mutex_unlock(&fake.lock);
 }
 
+static int send_block(void)
+{
+    static const char req[] = "{\"version\":1,\"op\":\"block\"}\n";
+    int fd = raw_connect();
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    return fd;
+}
+
 /* Handlers run concurrently; past CTL_MAX_CLIENTS a client is refused at once with -EBUSY. */
 static void test_concurrency_and_busy(void **state)
 {
     (void)state;
     struct control_server *s = start();
-    static const char req[] = "{\"version\":1,\"op\":\"block\"}\n";
     int fds[CTL_MAX_CLIENTS];
 
-    fds[0] = raw_connect();
-    assert_int_equal(send(fds[0], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    fds[0] = send_block();
     wait_blocked(1);
     /* One handler is stuck; another client is still served. */
     assert_int_equal(call("echo", "x", NULL, NULL), 0);
+    assert_int_equal(write(fake.block_wr, "x", 1), 1);
+    assert_int_equal(read_reply(fds[0], NULL), 0);
+    close(fds[0]);
+    /* Stop waits for every connection thread, so the next server starts with no client at all (the
+     * echo's thread may still be finishing after its reply reached us). */
+    control_server_stop(s);
 
-    for (int i = 1; i < CTL_MAX_CLIENTS; i++) {
-        fds[i] = raw_connect();
-        assert_int_equal(send(fds[i], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
-    }
+    s = start();
+    for (int i = 0; i < CTL_MAX_CLIENTS; i++)
+        fds[i] = send_block();
     wait_blocked(CTL_MAX_CLIENTS);
     char *err = NULL;
     assert_int_equal(call("echo", "x", NULL, &err), -EBUSY);
@@ -450,7 +461,6 @@ static void test_concurrency_and_busy(void **state)
         assert_int_equal(read_reply(fds[i], NULL), 0);
         close(fds[i]);
     }
-    /* Stop waits for the connection threads; a new server on the path serves again. */
     control_server_stop(s);
     s = start();
     assert_int_equal(call("echo", "x", NULL, NULL), 0);
