@@ -15,14 +15,18 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <idbroker/ctl-proto.h>
 #include <idbroker/errno.h>
 
+#include <idbroker-internal/buf.h>
 #include <idbroker-internal/ctl-client.h>
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
+#include <idbroker-internal/macro.h>
+#include <idbroker-internal/registration.h>
 
 #include "control.h"
 #include "limits.h"
@@ -686,6 +690,321 @@ static void test_other_user_refused(void **state)
     control_server_stop(s);
 }
 
+/* ---- idbrokerctl against a fake broker that answers with the documented result shapes ---- */
+
+static struct json_object *last_request; /* the fake broker's last request (owned) */
+
+static struct json_object *parse_or_die(const char *text)
+{
+    struct json_object *o = NULL;
+    assert_int_equal(json_parse_strict(text, strlen(text), &o, NULL), 0);
+    return o;
+}
+
+static int fake_reply(struct json_object *req, const char *json, struct json_object **ret_result)
+{
+    json_object_put(last_request);
+    last_request = json_object_get(req);
+    *ret_result = parse_or_die(json);
+    return 0;
+}
+
+static int fk_status(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"nodeName\":\"node-1\",\"version\":\"9.8.7\",\"ready\":true,"
+             "\"source\":{\"kind\":\"files\",\"lastReload\":%lld,\"lastError\":null},"
+             "\"pods\":2,\"identities\":1,\"bindings\":1,\"exceptions\":0,\"providers\":1,"
+             "\"cache\":{\"entries\":3,\"hits\":10,\"misses\":2},\"extraKey\":\"extra\"}",
+             (long long)time(NULL) - 3600);
+    return fake_reply(req, json, ret);
+}
+
+static int fk_pods(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "[{\"version\":1,\"containerId\":\"%s\",\"ifName\":\"eth0\","
+             "\"podNamespace\":\"default\",\"podName\":\"web-1\",\"podUid\":\"uid-1\","
+             "\"netns\":\"/var/run/netns/x\",\"hostInterface\":\"veth1234\",\"hostIfindex\":7,"
+             "\"ips\":[\"10.0.0.5\",\"fd00::5\"],\"created\":%lld,\"origin\":\"cni\"},"
+             "{\"version\":1,\"containerId\":\"ctl-apps-api\",\"ifName\":\"eth0\","
+             "\"podNamespace\":\"apps\",\"podName\":\"api\",\"podUid\":\"\",\"netns\":\"\","
+             "\"hostInterface\":\"\",\"hostIfindex\":0,\"ips\":[\"10.0.0.6\"],\"created\":%lld,"
+             "\"origin\":\"ctl\"}]",
+             "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+             (long long)time(NULL) - 600, (long long)time(NULL) - 3 * 86400);
+    return fake_reply(req, json, ret);
+}
+
+static int fk_identities(void *ud, struct json_object *req, struct json_object **ret,
+                         char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    return fake_reply(req,
+                      "[{\"metadata\":{\"namespace\":\"default\",\"name\":\"web-id\","
+                      "\"annotations\":{}},\"spec\":{\"type\":0,\"clientID\":\"cid-1\","
+                      "\"resourceID\":\"/subscriptions/x\"},\"provider\":\"mock\"}]",
+                      ret);
+}
+
+static int fk_explain(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    return fake_reply(
+        req,
+        "{\"pod\":\"default/web-1\",\"registered\":true,\"registration\":{\"containerId\":\"c1\","
+        "\"ips\":[\"10.0.0.5\"],\"hostInterface\":\"veth1\",\"origin\":\"cni\",\"created\":1},"
+        "\"decision\":\"allow\",\"reason\":\"binding web-binding selects label web\","
+        "\"identity\":\"web-id\",\"candidates\":[{\"binding\":\"web-binding\",\"identity\":"
+        "\"web-id\",\"weight\":10,\"applies\":true,\"why\":\"selector matches\"}],"
+        "\"labels\":{\"aadpodidbinding\":\"web\"}}",
+        ret);
+}
+
+static int fk_token(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    return fake_reply(
+        req,
+        "{\"access_token\":\"eyJ.x.y\",\"client_id\":\"cid-1\",\"expires_in\":\"3599\","
+        "\"expires_on\":\"1700003600\",\"ext_expires_in\":\"3599\",\"not_before\":"
+        "\"1700000000\",\"resource\":\"https://vault.azure.net\",\"token_type\":"
+        "\"Bearer\"}",
+        ret);
+}
+
+static int fk_register(void *ud, struct json_object *req, struct json_object **ret,
+                       char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    return fake_reply(req, "{}", ret);
+}
+
+static int fk_unregister(void *ud, struct json_object *req, struct json_object **ret,
+                         char **ret_error)
+{
+    (void)ud;
+    (void)ret_error;
+    return fake_reply(req, "{\"removed\":2}", ret);
+}
+
+static int fk_reload(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
+{
+    (void)ud;
+    (void)ret;
+    json_object_put(last_request);
+    last_request = json_object_get(req);
+    *ret_error = strdup("reload failed: boom");
+    return -EIO;
+}
+
+static const struct control_op fake_broker_ops[] = {
+    {IDB_CTL_OP_STATUS, fk_status, 0},
+    {IDB_CTL_OP_PODS, fk_pods, 0},
+    {IDB_CTL_OP_IDENTITIES, fk_identities, 0},
+    {IDB_CTL_OP_EXPLAIN, fk_explain, 0},
+    {IDB_CTL_OP_TOKEN, fk_token, 1},
+    {IDB_CTL_OP_REGISTER, fk_register, 1},
+    {IDB_CTL_OP_UNREGISTER, fk_unregister, 1},
+    {IDB_CTL_OP_RELOAD, fk_reload, 1},
+    {IDB_CTL_OP_BINDINGS, fk_register, 0}, /* {} instead of a list */
+    {NULL, NULL, 0},
+};
+
+static char ctl_bin[4096];
+
+/* Runs idbrokerctl with args (NULL-terminated); returns its exit status, *ret_out its stdout and
+ * stderr together (returns new). */
+static int run_ctl(char **ret_out, ...)
+{
+    char *argv[32];
+    size_t n = 0;
+    argv[n++] = ctl_bin;
+    va_list ap;
+    va_start(ap, ret_out);
+    for (char *a = va_arg(ap, char *); a && n < ELEMENTSOF(argv) - 1; a = va_arg(ap, char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        dup2(p[1], STDERR_FILENO);
+        execv(ctl_bin, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    assert_int_equal(buf_read_fd(&b, p[0]), 0);
+    close(p[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    *ret_out = buf_steal(&b);
+    buf_done(&b);
+    if (getenv("IDB_TEST_VERBOSE")) /* to look at the tables */
+        fprintf(stderr, "$ idbrokerctl %s ...\n%s", argv[1] ? argv[1] : "", *ret_out);
+    return WEXITSTATUS(status);
+}
+
+static bool find_ctl_bin(void)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return false;
+    self[n] = '\0';
+    /* <build>/tests/test-control -> <build>/idbrokerctl */
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(self, '/');
+        if (!slash)
+            return false;
+        *slash = '\0';
+    }
+    snprintf(ctl_bin, sizeof(ctl_bin), "%.4000s/idbrokerctl", self);
+    return access(ctl_bin, X_OK) == 0;
+}
+
+static void test_idbrokerctl(void **state)
+{
+    (void)state;
+    if (!find_ctl_bin())
+        skip();
+    struct control_server *s = NULL;
+    assert_int_equal(control_server_start(sock_path, fake_broker_ops, NULL, &s), 0);
+    char *out = NULL;
+
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "status", NULL), 0);
+    assert_non_null(strstr(out, "Node:"));
+    assert_non_null(strstr(out, "node-1"));
+    assert_non_null(strstr(out, "(60m ago)"));
+    assert_non_null(strstr(out, "3 entries, 10 hits, 2 misses"));
+    assert_non_null(strstr(out, "extraKey:"));
+    free(out);
+
+    assert_int_equal(run_ctl(&out, "pods", "--socket", sock_path, NULL), 0);
+    /* Sorted by namespace: apps before default; runtime IDs cut to 12 characters; ages as kubectl.
+     */
+    char *hdr = strstr(out, "NAMESPACE   NAME    UID      IPS ");
+    char *apps = strstr(out, "apps"), *dflt = strstr(out, "default");
+    assert_non_null(hdr);
+    assert_true(apps && dflt && hdr < apps && apps < dflt);
+    assert_non_null(strstr(out, "10.0.0.5,fd00::5"));
+    assert_non_null(strstr(out, "0123456789ab "));
+    assert_null(strstr(out, "0123456789abc"));
+    assert_non_null(strstr(out, "   10m\n"));
+    assert_non_null(strstr(out, "   3d0h\n"));
+    assert_non_null(strstr(out, "<none>"));
+    free(out);
+
+    assert_int_equal(run_ctl(&out, "-o", "json", "--socket", sock_path, "identities", NULL), 0);
+    struct json_object *o = parse_or_die(out);
+    assert_true(json_object_is_type(o, json_type_array));
+    assert_int_equal(json_object_array_length(o), 1);
+    json_object_put(o);
+    free(out);
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "identities", NULL), 0);
+    assert_non_null(strstr(out, "0 (msi)"));
+    assert_non_null(strstr(out, "CLIENT-ID"));
+    free(out);
+
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "explain", "default/web-1", NULL), 0);
+    assert_non_null(strstr(out, "Decision:"));
+    assert_non_null(strstr(out, "allow"));
+    assert_non_null(strstr(out, "aadpodidbinding=web"));
+    assert_non_null(strstr(out, "  BINDING"));
+    assert_non_null(strstr(out, "selector matches"));
+    assert_string_equal(json_get_str(last_request, "namespace"), "default");
+    assert_string_equal(json_get_str(last_request, "name"), "web-1");
+    free(out);
+
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "token", "default/web-1", "--resource",
+                             "https://vault.azure.net", "--client-id", "cid-1", "--bypass-cache",
+                             NULL),
+                     0);
+    o = parse_or_die(out);
+    assert_string_equal(json_get_str(o, "token_type"), "Bearer");
+    json_object_put(o);
+    assert_string_equal(json_get_str(last_request, "resource"), "https://vault.azure.net");
+    assert_string_equal(json_get_str(last_request, "clientId"), "cid-1");
+    assert_true(json_get_bool(last_request, "bypassCache", false));
+    free(out);
+
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "register", "kube-system/My_Pod", "--ip",
+                             "10.0.0.9", "--ip", "fd00::9", "--uid", "u-9", "--host-interface",
+                             "veth9", NULL),
+                     0);
+    assert_non_null(strstr(out, "registered kube-system/My_Pod"));
+    free(out);
+    struct json_object *reg = NULL;
+    assert_true(json_object_object_get_ex(last_request, "registration", &reg));
+    struct registration r;
+    assert_int_equal(registration_from_json(reg, &r, NULL), 0);
+    assert_string_equal(r.container_id, "ctl-kube-system-My_Pod");
+    assert_string_equal(r.if_name, "eth0");
+    assert_string_equal(r.pod_uid, "u-9");
+    assert_string_equal(r.host_ifname, "veth9");
+    assert_string_equal(r.origin, "ctl");
+    assert_int_equal(r.n_ips, 2);
+    assert_true(r.created > 0);
+
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "unregister", "--container-id", "c1",
+                             "--if-name", "eth1", NULL),
+                     0);
+    assert_non_null(strstr(out, "2 registrations removed"));
+    assert_string_equal(json_get_str(last_request, "containerId"), "c1");
+    assert_string_equal(json_get_str(last_request, "ifName"), "eth1");
+    free(out);
+
+    /* The broker's error, as it said it. */
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "reload", NULL), 1);
+    assert_string_equal(out, "idbrokerctl: reload failed: boom\n");
+    free(out);
+    /* An op this broker does not have, and a result of the wrong shape. */
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "providers", NULL), 1);
+    assert_non_null(strstr(out, "unknown operation 'providers'"));
+    free(out);
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "bindings", NULL), 1);
+    free(out);
+
+    /* Usage errors exit 2 with a hint; --help exits 0. */
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "token", "default/web-1", NULL), 2);
+    assert_non_null(strstr(out, "--resource is required"));
+    assert_non_null(strstr(out, "Try 'idbrokerctl token --help'."));
+    free(out);
+    assert_int_equal(run_ctl(&out, "explain", "web-1", NULL), 2);
+    free(out);
+    assert_int_equal(run_ctl(&out, "frobnicate", NULL), 2);
+    free(out);
+    assert_int_equal(run_ctl(&out, "register", "--help", NULL), 0);
+    assert_non_null(strstr(out, "--host-interface"));
+    free(out);
+    control_server_stop(s);
+
+    /* No broker. */
+    assert_int_equal(run_ctl(&out, "--socket", sock_path, "status", NULL), 1);
+    assert_non_null(strstr(out, "cannot reach idbrokerd at"));
+    assert_non_null(strstr(out, "(is it running?)"));
+    free(out);
+    json_object_put(last_request);
+    last_request = NULL;
+}
+
 int main(void)
 {
     log_setup(IDB_LOG_ERR, LOG_FORMAT_TEXT, STDERR_FILENO);
@@ -710,6 +1029,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_root_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_user_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idbrokerctl, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
