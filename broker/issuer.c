@@ -316,7 +316,7 @@ static void issue_for_registration(struct issuer *is, const struct registration 
 
     uint64_t sync_deadline = t0 + is->o.sync_timeout_ms;
     struct fetch_ctx *f = NULL;
-    char key[2048];
+    char key[8192];
     for (;;) {
         uint64_t gen = policy_generation(pol);
         struct decision d;
@@ -357,8 +357,14 @@ static void issue_for_registration(struct issuer *is, const struct registration 
                             ret->identity, strna(pname));
                 goto out;
             }
-            snprintf(key, sizeof(key), "%s%c%s/%s%c%016" PRIx64 "%c%s", pl->name, KEY_SEP,
-                     id->namespace, id->name, KEY_SEP, id->hash, KEY_SEP, req->resource);
+            int kn = snprintf(key, sizeof(key), "%s%c%s/%s%c%016" PRIx64 "%c%s", pl->name, KEY_SEP,
+                              id->namespace, id->name, KEY_SEP, id->hash, KEY_SEP, req->resource);
+            if (kn < 0 || (size_t)kn >= sizeof(key)) {
+                /* Never truncate a cache key: two resources would share a token. */
+                policy_read_unlock(pol);
+                result_fail(ret, -ENAMETOOLONG, "resource too long");
+                goto out;
+            }
             f = fetch_ctx_new(pl, id, req->resource, is->o.provider_timeout_ms);
             policy_read_unlock(pol);
             if (!f) {
@@ -558,9 +564,11 @@ int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_t
         .secret_name = (char *)"",
         .secret_namespace = (char *)"",
     };
-    char key[2048];
-    snprintf(key, sizeof(key), "via%c%s%c%s%c%s%c%s", KEY_SEP, pl->name, KEY_SEP, id.client_id,
-             KEY_SEP, id.resource_id, KEY_SEP, req->resource);
+    char key[8192];
+    int kn = snprintf(key, sizeof(key), "via%c%s%c%s%c%s%c%s", KEY_SEP, pl->name, KEY_SEP,
+                      id.client_id, KEY_SEP, id.resource_id, KEY_SEP, req->resource);
+    if (kn < 0 || (size_t)kn >= sizeof(key))
+        return -ENAMETOOLONG;
     struct fetch_ctx *f = fetch_ctx_new(pl, &id, req->resource, is->o.provider_timeout_ms);
     if (!f)
         return -ENOMEM;

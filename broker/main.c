@@ -4,8 +4,10 @@
  * together, handles signals (SIGHUP reload, SIGTERM/SIGINT stop) and polls the files source for
  * changes.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,7 @@
 #include "issuer.h"
 #include "manifest.h"
 #include "metrics.h"
+#include "netaddr.h"
 #include "plugin-loader.h"
 #include "registry.h"
 #include "store.h"
@@ -252,6 +255,26 @@ static int load_providers(struct broker *b)
     return r;
 }
 
+/* The token endpoint's dedicated link-local address must exist before we bind (see netaddr.h). */
+static void ensure_listen_address(const char *listen)
+{
+    struct sockaddr_storage ss;
+    unsigned len;
+    char ip[INET6_ADDRSTRLEN];
+    if (conf_parse_listen(listen, &ss, &len) < 0)
+        return;
+    const void *a = ss.ss_family == AF_INET
+                        ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                        : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (!inet_ntop(ss.ss_family, a, ip, sizeof(ip)) || !netaddr_is_managed(ip))
+        return;
+    int r = netaddr_ensure(ip);
+    if (r < 0)
+        log_warning_errno(r, "cannot add the listen address %s to lo, binding may fail", ip);
+    else if (r > 0)
+        log_info("added the broker address %s/32 to lo", ip);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -419,6 +442,7 @@ int main(int argc, char **argv)
         .max_per_ip = b.conf->http_max_per_ip,
         .timeout_s = b.conf->http_timeout_s,
     };
+    ensure_listen_address(b.conf->listen);
     b.te = token_endpoint_new(b.issuer, &teo);
     if (!b.te) {
         log_error("out of memory at start");

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Installs what idbroker needs to build, test and demo on Debian 12 (root). Idempotent.
+set -euo pipefail
+pkgs=(
+  build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+  libcurl4-openssl-dev libjson-c-dev libssl-dev libnl-3-dev libnl-route-3-dev libnl-nf-3-dev
+  libnftables-dev libmicrohttpd-dev libyaml-dev libcmocka-dev
+  python3 python3-jwt python3-cryptography
+  containernetworking-plugins nftables iproute2 conntrack curl procps
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
