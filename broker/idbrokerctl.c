@@ -590,17 +590,41 @@ static int cmd_status(struct ctl *c, const struct args *a)
         return 0;
     }
 
-    static const char *const known[] = {"nodeName",  "version",    "ready",    "source",
-                                        "pods",      "identities", "bindings", "exceptions",
-                                        "providers", "cache"};
+    static const char *const known[] = {
+        "nodeName", "version",    "ready",    "notReady",   "listen",    "uptimeSeconds", "source",
+        "pods",     "identities", "bindings", "exceptions", "providers", "cache"};
     struct kv kv[64];
     size_t n = 0;
     kv[n++] = (struct kv){"Node", cell(get_path(res, "nodeName", NULL))};
     kv[n++] = (struct kv){"Version", cell(get_path(res, "version", NULL))};
-    kv[n++] = (struct kv){"Ready", cell(get_path(res, "ready", NULL))};
+    struct json_object *why = get_path(res, "notReady", NULL);
+    char *ready = NULL;
+    if (json_get_bool(res, "ready", false) || !why || !json_object_is_type(why, json_type_string))
+        ready = cell(get_path(res, "ready", NULL));
+    else if (asprintf(&ready, "no (%s)", json_object_get_string(why)) < 0)
+        ready = NULL;
+    kv[n++] = (struct kv){"Ready", ready};
+    struct json_object *listen = get_path(res, "listen", NULL);
+    if (listen)
+        kv[n++] = (struct kv){"Token endpoint", value_str(listen)};
+    struct json_object *up = get_path(res, "uptimeSeconds", NULL);
+    if (up && json_object_is_type(up, json_type_int)) {
+        char age[32];
+        age_str(json_object_get_int64(up), age, sizeof(age));
+        kv[n++] = (struct kv){"Uptime", strdup(age)};
+    }
     struct json_object *src = get_path(res, "source", NULL);
     if (src && json_object_is_type(src, json_type_object)) {
-        kv[n++] = (struct kv){"Source", cell(get_path(src, "kind", NULL))};
+        struct json_object *dir = get_path(src, "dir", NULL);
+        char *kind = NULL;
+        if (dir && json_object_is_type(dir, json_type_string)) {
+            if (asprintf(&kind, "%s (%s)",
+                         json_get_str(src, "kind") ? json_get_str(src, "kind") : "?",
+                         json_object_get_string(dir)) < 0)
+                kind = NULL;
+        } else
+            kind = cell(get_path(src, "kind", NULL));
+        kv[n++] = (struct kv){"Source", kind};
         kv[n++] = (struct kv){"Last reload", when_str(get_path(src, "lastReload", NULL))};
         struct json_object *err = get_path(src, "lastError", NULL);
         if (err && !json_object_is_type(err, json_type_null) &&
@@ -616,10 +640,11 @@ static int cmd_status(struct ctl *c, const struct args *a)
     struct json_object *cache = get_path(res, "cache", NULL);
     if (cache && json_object_is_type(cache, json_type_object)) {
         char *s = NULL;
-        if (asprintf(&s, "%lld entries, %lld hits, %lld misses",
+        if (asprintf(&s, "%lld entries, %lld hits, %lld misses, %lld refreshes",
                      (long long)json_get_int(cache, "entries", 0),
                      (long long)json_get_int(cache, "hits", 0),
-                     (long long)json_get_int(cache, "misses", 0)) < 0)
+                     (long long)json_get_int(cache, "misses", 0),
+                     (long long)json_get_int(cache, "refreshes", 0)) < 0)
             s = NULL;
         kv[n++] = (struct kv){"Cache", s};
     }
@@ -709,6 +734,9 @@ static int cmd_explain(struct ctl *c, const struct args *a)
     kv[n++] = (struct kv){"Decision", cell(get_path(res, "decision", NULL))};
     kv[n++] = (struct kv){"Reason", cell(get_path(res, "reason", NULL))};
     kv[n++] = (struct kv){"Identity", ref_str(get_path(res, "identity", NULL))};
+    struct json_object *note = get_path(res, "note", NULL);
+    if (note)
+        kv[n++] = (struct kv){"Note", value_str(note)};
     kv_print_free(kv, n);
 
     struct json_object *cands = get_path(res, "candidates", NULL);
@@ -967,9 +995,9 @@ static const struct command commands[] = {
      "      --host-interface IF   the host-side interface the pod's traffic enters by\n"},
     {"unregister", cmd_unregister, F(OPT_CONTAINER_ID) | F(OPT_IF_NAME), 0, 1,
      "NAMESPACE/POD | --container-id ID [--if-name NAME]",
-     "Remove a pod's registrations (all of them, or one attachment)",
-     "      --container-id ID     remove this container's registrations\n"
-     "      --if-name NAME        only this attachment of the container\n"},
+     "Remove a pod's registrations, or one container attachment",
+     "      --container-id ID     remove this container's registration\n"
+     "      --if-name NAME        the attachment's pod-side interface (default: eth0)\n"},
     {"version", cmd_version, 0, 0, 0, "", "Show the versions of idbrokerctl and idbrokerd", NULL},
 };
 

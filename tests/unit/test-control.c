@@ -715,8 +715,10 @@ static int fk_status(void *ud, struct json_object *req, struct json_object **ret
     (void)ret_error;
     char json[512];
     snprintf(json, sizeof(json),
-             "{\"nodeName\":\"node-1\",\"version\":\"9.8.7\",\"ready\":true,"
-             "\"source\":{\"kind\":\"files\",\"lastReload\":%lld,\"lastError\":null},"
+             "{\"nodeName\":\"node-1\",\"version\":\"9.8.7\",\"ready\":false,"
+             "\"notReady\":\"source not synced\",\"uptimeSeconds\":3700,"
+             "\"source\":{\"kind\":\"files\",\"dir\":\"/etc/"
+             "idb\",\"lastReload\":%lld,\"lastError\":null},"
              "\"pods\":2,\"identities\":1,\"bindings\":1,\"exceptions\":0,\"providers\":1,"
              "\"cache\":{\"entries\":3,\"hits\":10,\"misses\":2},\"extraKey\":\"extra\"}",
              (long long)time(NULL) - 3600);
@@ -893,7 +895,10 @@ static void test_idbrokerctl(void **state)
     assert_non_null(strstr(out, "Node:"));
     assert_non_null(strstr(out, "node-1"));
     assert_non_null(strstr(out, "(60m ago)"));
-    assert_non_null(strstr(out, "3 entries, 10 hits, 2 misses"));
+    assert_non_null(strstr(out, "Ready:       no (source not synced)\n"));
+    assert_non_null(strstr(out, "Source:      files (/etc/idb)\n"));
+    assert_non_null(strstr(out, "Uptime:      61m\n"));
+    assert_non_null(strstr(out, "3 entries, 10 hits, 2 misses, 0 refreshes"));
     assert_non_null(strstr(out, "extraKey:"));
     free(out);
 
