@@ -535,7 +535,8 @@ static int ensure_dir(const char *dir, const char *sock_name, int *ret_fd)
                                dir, (unsigned)st.st_uid, (unsigned)geteuid());
     mode_t mode = st.st_mode & 07777;
     if (mode != 0700) {
-        r = dir_holds_only(fd, sock_name);
+        /* Sticky means shared (/tmp), even when it happens to be empty. */
+        r = (st.st_mode & S_ISVTX) ? 0 : dir_holds_only(fd, sock_name);
         if (r < 0)
             return log_error_errno(r, "control: cannot list directory '%s': %s", dir,
                                    idb_strerror(r));
@@ -547,8 +548,8 @@ static int ensure_dir(const char *dir, const char *sock_name, int *ret_fd)
         } else if (mode & 022)
             return log_error_errno(-EPERM,
                                    "control: directory '%s' is writable by group or others (mode "
-                                   "%04o) and holds other files; refusing to put the control "
-                                   "socket there (use a directory of its own)",
+                                   "%04o) and shared; refusing to put the control socket "
+                                   "there (use a directory of its own)",
                                    dir, (unsigned)mode);
         else
             log_warning("control: directory '%s' is shared (mode %04o), not tightening it; the "

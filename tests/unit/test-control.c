@@ -542,6 +542,12 @@ static void test_dir_shared(void **state)
     s = NULL;
     assert_int_equal(control_server_start(sock_path, ops, &fake, &s), -EPERM);
     assert_null(s);
+    /* Sticky is shared even when empty: refused, not tightened. */
+    assert_int_equal(unlink(other), 0);
+    assert_int_equal(chmod(sock_dir, 01777), 0);
+    assert_int_equal(control_server_start(sock_path, ops, &fake, &s), -EPERM);
+    assert_int_equal(stat(sock_dir, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 01777);
     /* /tmp is the classic case (sticky, world-writable; and owned by root, not us, if we are not
      * root). */
     assert_int_equal(control_server_start("/tmp/idb-ctl-test.sock", ops, &fake, &s), -EPERM);
