@@ -343,7 +343,8 @@ static void serve(struct control_server *s, int fd, unsigned uid)
     buf_done(&b);
 
     if (code == -EPERM)
-        log_notice("control: operation '%s' refused to uid %u: requires root", op_name, uid);
+        log_notice("control: operation '%s' from uid %u refused: %s", op_name, uid,
+                   idb_strerror(code));
     else
         log_debug("control: operation '%s' from uid %u: %s", op_name, uid,
                   code < 0 ? idb_strerror(code) : "ok");
