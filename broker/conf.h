@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Broker configuration (DESIGN §7, STYLE R16): one JSON file, parsed by a declarative table. Every key has
- * a default (conf/idbrokerd.json lists them all; docs/configuration.md explains each). Unknown keys and
- * wrong types are errors naming the file, the key path and the bad value.
+ * Broker configuration (DESIGN §7, STYLE R16): one JSON file, parsed by a declarative table. Every
+ * key has a default (conf/idbrokerd.json lists them all; docs/configuration.md explains each).
+ * Unknown keys and wrong types are errors naming the file, the key path and the bad value.
  */
 #ifndef IDB_BROKER_CONF_H
 #define IDB_BROKER_CONF_H
@@ -56,16 +56,16 @@ struct broker_conf {
     uint32_t provider_timeout_ms; /* "providerTimeoutMs": deadline of one provider call */
     uint32_t retry_after_s;       /* "retryAfterSeconds" on 503 */
 
-    uint32_t cache_max_entries;  /* "cache.maxEntries" */
-    uint32_t cache_min_ttl_s;    /* "cache.minTtlSeconds": never serve a token with less left */
-    uint32_t cache_negative_ms;  /* "cache.negativeTtlMs": remember provider failures this long */
+    uint32_t cache_max_entries; /* "cache.maxEntries" */
+    uint32_t cache_min_ttl_s;   /* "cache.minTtlSeconds": never serve a token with less left */
+    uint32_t cache_negative_ms; /* "cache.negativeTtlMs": remember provider failures this long */
 
-    uint32_t rate_per_pod;   /* "rateLimit.requestsPerSecond" per pod; 0 = off */
-    uint32_t rate_burst;     /* "rateLimit.burst" */
+    uint32_t rate_per_pod; /* "rateLimit.requestsPerSecond" per pod; 0 = off */
+    uint32_t rate_burst;   /* "rateLimit.burst" */
 
-    bool proxy_instance;  /* "metadataProxy.instance": proxy /metadata/instance to the node IMDS */
-    bool proxy_versions;  /* "metadataProxy.versions" */
-    char *imds_endpoint;  /* "metadataProxy.endpoint" */
+    bool proxy_instance; /* "metadataProxy.instance": proxy /metadata/instance to the node IMDS */
+    bool proxy_versions; /* "metadataProxy.versions" */
+    char *imds_endpoint; /* "metadataProxy.endpoint" */
 
     uint32_t http_max_connections; /* "http.maxConnections" */
     uint32_t http_max_per_ip;      /* "http.maxConnectionsPerPod" */
@@ -74,8 +74,8 @@ struct broker_conf {
 
 /* Returns new: the configuration with every default. */
 int conf_new_default(struct broker_conf **ret);
-/* Parses text[0..len); `path` names the source in messages. On failure *ret_error (returns new) says
- * "FILE: key 'a.b': expected …, got '…'". Never partial: *ret is written only on success. */
+/* Parses text[0..len); `path` names the source in messages. On failure *ret_error (returns new)
+ * says "FILE: key 'a.b': expected …, got '…'". Never partial: *ret is written only on success. */
 int conf_parse(const char *text, size_t len, const char *path, struct broker_conf **ret,
                char **ret_error);
 /* Reads and parses a file (capped at CONF_MAX_FILE_BYTES). */

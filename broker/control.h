@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The control socket server (include/idbroker/ctl-proto.h): unix stream socket, 0600 in a 0700
- * directory, one request per connection, capped (IDB_CTL_MAX_REQUEST), with an I/O timeout. Serves on its
- * own thread; dispatches each op to the handler table given at start.
+ * directory, one request per connection, capped (IDB_CTL_MAX_REQUEST), with an I/O timeout. Serves
+ * on its own thread; dispatches each op to the handler table given at start.
  */
 #ifndef IDB_BROKER_CONTROL_H
 #define IDB_BROKER_CONTROL_H
 
 #include <json-c/json.h>
 
-/* Handles one op. `req` is the whole request (borrowed). Returns 0 with *ret_result (returns new; may
- * be NULL for {}) or < 0 with *ret_error (returns new, optional) explaining it. */
+/* Handles one op. `req` is the whole request (borrowed). Returns 0 with *ret_result (returns new;
+ * may be NULL for {}) or < 0 with *ret_error (returns new, optional) explaining it. */
 typedef int (*control_op_fn)(void *ud, struct json_object *req, struct json_object **ret_result,
                              char **ret_error);
 

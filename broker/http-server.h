@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * A small HTTP/1.1 server over libmicrohttpd for the token endpoint and the health listener. The handler
- * sees the raw request target (before any decoding: canonicalisation is the handler's job), the method,
- * headers and the peer address. Caps from limits.h apply before the handler runs: an oversized target
- * -> 414, oversized or too many headers -> 431, any request body -> 413, too many connections -> refused.
+ * A small HTTP/1.1 server over libmicrohttpd for the token endpoint and the health listener. The
+ * handler sees the raw request target (before any decoding: canonicalisation is the handler's job),
+ * the method, headers and the peer address. Caps from limits.h apply before the handler runs: an
+ * oversized target
+ * -> 414, oversized or too many headers -> 431, any request body -> 413, too many connections ->
+ * refused.
  */
 #ifndef IDB_BROKER_HTTP_SERVER_H
 #define IDB_BROKER_HTTP_SERVER_H
@@ -31,9 +33,9 @@ struct http_response {
     const char *content_type; /* static string; NULL = none */
     char *body;               /* from malloc; the server frees it (wiped first if `secret`) */
     size_t body_len;
-    bool secret;              /* body holds a token: wiped after sending */
-    uint32_t retry_after_s;   /* > 0 adds Retry-After */
-    const char *allow;        /* adds Allow (405) */
+    bool secret;            /* body holds a token: wiped after sending */
+    uint32_t retry_after_s; /* > 0 adds Retry-After */
+    const char *allow;      /* adds Allow (405) */
 };
 
 typedef void (*http_handler_fn)(void *ud, const struct http_request *req,
@@ -47,8 +49,8 @@ struct http_server_options {
 
 struct http_server;
 
-/* Listens on "IP:PORT" / "[V6]:PORT" and serves with a thread per connection (the handler may block up
- * to the request deadline). Returns new, or NULL with *ret_error (returns new). */
+/* Listens on "IP:PORT" / "[V6]:PORT" and serves with a thread per connection (the handler may block
+ * up to the request deadline). Returns new, or NULL with *ret_error (returns new). */
 struct http_server *http_server_start(const char *listen, const struct http_server_options *o,
                                       http_handler_fn fn, void *ud, char **ret_error);
 /* Stops listening, waits for handlers to return, frees. Accepts NULL. */

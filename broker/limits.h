@@ -3,13 +3,13 @@
 #ifndef IDB_BROKER_LIMITS_H
 #define IDB_BROKER_LIMITS_H
 
-#define HTTP_MAX_URI_BYTES 4096       /* request target; longer -> 414 */
-#define HTTP_MAX_HEADER_BYTES 16384   /* all request headers together -> 431 */
-#define HTTP_MAX_HEADERS 64           /* number of request headers -> 431 */
-#define HTTP_MAX_BODY_BYTES 0         /* token requests carry no body; any body -> 400/413 */
+#define HTTP_MAX_URI_BYTES 4096     /* request target; longer -> 414 */
+#define HTTP_MAX_HEADER_BYTES 16384 /* all request headers together -> 431 */
+#define HTTP_MAX_HEADERS 64         /* number of request headers -> 431 */
+#define HTTP_MAX_BODY_BYTES 0       /* token requests carry no body; any body -> 400/413 */
 #define HTTP_MAX_QUERY_PARAMS 16
-#define HTTP_MAX_PARAM_BYTES 2048     /* one decoded query value */
-#define HTTP_CONN_TIMEOUT_S 15        /* idle or slow connection */
+#define HTTP_MAX_PARAM_BYTES 2048 /* one decoded query value */
+#define HTTP_CONN_TIMEOUT_S 15    /* idle or slow connection */
 #define HTTP_MAX_CONNECTIONS 1024
 #define HTTP_MAX_CONNECTIONS_PER_IP 64
 

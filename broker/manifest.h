@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Manifests of the files source (DESIGN §5): YAML or JSON, several documents per file (YAML "---",
- * or a "kind: List" with items). Kinds: AzureIdentity, AzureIdentityBinding, AzurePodIdentityException
- * (apiVersion aadpodidentity.k8s.io/v1) and Pod (v1; metadata only: namespace, name, uid, labels,
- * spec.nodeName). v1 lower-camel fields, plus the seed's capitalised spellings (ResourceID, ClientID,
- * AzureIdentity, Selector, …) when reading. Other kinds are skipped. A missing metadata.namespace is
- * "default".
+ * or a "kind: List" with items). Kinds: AzureIdentity, AzureIdentityBinding,
+ * AzurePodIdentityException (apiVersion aadpodidentity.k8s.io/v1) and Pod (v1; metadata only:
+ * namespace, name, uid, labels, spec.nodeName). v1 lower-camel fields, plus the seed's capitalised
+ * spellings (ResourceID, ClientID, AzureIdentity, Selector, …) when reading. Other kinds are
+ * skipped. A missing metadata.namespace is "default".
  */
 #ifndef IDB_BROKER_MANIFEST_H
 #define IDB_BROKER_MANIFEST_H
@@ -23,8 +23,8 @@ int manifest_parse(const char *text, size_t len, const char *origin, struct stor
                    char **ret_error);
 
 /* Loads every *.yaml, *.yml and *.json file in `dir` (not recursive, sorted by name, hidden files
- * skipped) into a new store (returns new). All or nothing: on any error returns < 0, *ret untouched,
- * *ret_error says which file, document and field. */
+ * skipped) into a new store (returns new). All or nothing: on any error returns < 0, *ret
+ * untouched, *ret_error says which file, document and field. */
 int source_files_load(const char *dir, struct store **ret, char **ret_error);
 
 /* A fingerprint of the directory's relevant files (names, sizes, mtimes, inode numbers); a change

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Prometheus metrics (DESIGN §9). Counters are atomics; labels come from small fixed sets (status code,
- * provider name, result), never pod or identity names. Rendered in the text exposition format 0.0.4.
+ * Prometheus metrics (DESIGN §9). Counters are atomics; labels come from small fixed sets (status
+ * code, provider name, result), never pod or identity names. Rendered in the text exposition format
+ * 0.0.4.
  */
 #ifndef IDB_BROKER_METRICS_H
 #define IDB_BROKER_METRICS_H

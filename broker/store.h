@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The policy store (STYLE R1): AzureIdentity, AzureIdentityBinding, AzurePodIdentityException and pod
- * metadata (labels), and the decision "which identity may this pod use". Pure data: no I/O, no locks, no
- * logging; includes nothing from broker/. Callers serialise access (the broker holds a rwlock; the files
- * source builds a whole new store and swaps it in).
+ * The policy store (STYLE R1): AzureIdentity, AzureIdentityBinding, AzurePodIdentityException and
+ * pod metadata (labels), and the decision "which identity may this pod use". Pure data: no I/O, no
+ * locks, no logging; includes nothing from broker/. Callers serialise access (the broker holds a
+ * rwlock; the files source builds a whole new store and swaps it in).
  *
  * Objects are keyed by (namespace, name). Adding an object with an existing key replaces it.
  * Ownership: store_put_*() take ownership of the object on success only.
@@ -64,8 +64,8 @@ struct pod_exception {
 struct pod_meta {
     char *namespace;
     char *name;
-    char *uid;     /* may be NULL */
-    char *node;    /* spec.nodeName, may be NULL */
+    char *uid;  /* may be NULL */
+    char *node; /* spec.nodeName, may be NULL */
     struct kv *labels;
     size_t n_labels;
     char *origin;
@@ -105,8 +105,10 @@ size_t store_count_exceptions(const struct store *s);
 size_t store_count_pods(const struct store *s);
 
 /* Iteration in a stable order (namespace, name). cb returns < 0 to stop; that value is returned. */
-int store_foreach_identity(const struct store *s, int (*cb)(const struct identity *, void *), void *ud);
-int store_foreach_binding(const struct store *s, int (*cb)(const struct binding *, void *), void *ud);
+int store_foreach_identity(const struct store *s, int (*cb)(const struct identity *, void *),
+                           void *ud);
+int store_foreach_binding(const struct store *s, int (*cb)(const struct binding *, void *),
+                          void *ud);
 int store_foreach_exception(const struct store *s, int (*cb)(const struct pod_exception *, void *),
                             void *ud);
 
@@ -129,10 +131,10 @@ struct store_policy {
 };
 
 struct decision {
-    int result;                         /* 0 granted, or IDB_E_* (see store_decide) */
-    const struct identity *identity;    /* borrowed from the store; valid while it is unchanged */
-    const struct binding *binding;      /* the binding that granted it */
-    char reason[512];                   /* human-readable, for explain and audit; no secrets */
+    int result;                      /* 0 granted, or IDB_E_* (see store_decide) */
+    const struct identity *identity; /* borrowed from the store; valid while it is unchanged */
+    const struct binding *binding;   /* the binding that granted it */
+    char reason[512];                /* human-readable, for explain and audit; no secrets */
 };
 
 /*
@@ -144,15 +146,15 @@ struct decision {
  *   IDB_E_NO_BINDING           no binding selects the pod (or its identity is missing)
  *   IDB_E_IDENTITY_NOT_FOUND   a selector was given and no bound identity matches it
  *   IDB_E_MULTIPLE_IDENTITIES  several bound, none requested, policy.strict_selection
- * Selection among several bound identities without a selector: highest binding weight, then identity
- * name, then identity namespace (deterministic). Never allocates.
+ * Selection among several bound identities without a selector: highest binding weight, then
+ * identity name, then identity namespace (deterministic). Never allocates.
  */
 int store_decide(const struct store *s, const struct store_policy *p, const char *ns,
                  const char *name, enum selector_kind sel, const char *sel_value,
                  struct decision *ret);
 
-/* The full reasoning for `idbrokerctl explain`: returns new JSON {decision, reason, candidates:[...]}
- * listing every binding considered and why it did or did not apply. */
+/* The full reasoning for `idbrokerctl explain`: returns new JSON {decision, reason,
+ * candidates:[...]} listing every binding considered and why it did or did not apply. */
 struct json_object *store_explain(const struct store *s, const struct store_policy *p,
                                   const char *ns, const char *name);
 

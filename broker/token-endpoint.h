@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The IMDS-compatible token endpoint (DESIGN §3; threats T6, T7, T8, T9). Request target handling is a
- * pure function (fuzzed): canonicalise once, classify, parse the query. The handler then checks method,
- * headers, asks the issuer and renders IMDS' exact shapes.
+ * The IMDS-compatible token endpoint (DESIGN §3; threats T6, T7, T8, T9). Request target handling
+ * is a pure function (fuzzed): canonicalise once, classify, parse the query. The handler then
+ * checks method, headers, asks the issuer and renders IMDS' exact shapes.
  */
 #ifndef IDB_BROKER_TOKEN_ENDPOINT_H
 #define IDB_BROKER_TOKEN_ENDPOINT_H
@@ -25,20 +25,21 @@ struct te_query {
     char *resource;    /* decoded; NULL if absent */
     char *api_version; /* NULL if absent */
     enum selector_kind sel;
-    char *sel_value;   /* decoded; NULL if none */
+    char *sel_value; /* decoded; NULL if none */
     bool bypass_cache;
-    bool has_query;    /* a '?' was present */
-    char *path;        /* canonical path */
-    char *query;       /* raw query (for pass-through), NULL if none */
+    bool has_query; /* a '?' was present */
+    char *path;     /* canonical path */
+    char *query;    /* raw query (for pass-through), NULL if none */
 };
 
 void te_query_done(struct te_query *q);
 
 /* Parses a raw request target. Returns 0 with *ret_route and *ret_q filled (release with
- * te_query_done), or < 0 (-EINVAL: malformed query, duplicate keys, several selectors, over caps) with
- * *ret_desc (returns new) an IMDS-style error_description. TE_ROUTE_REJECTED is a success return. */
-int token_endpoint_parse_target(const char *raw_uri, enum te_route *ret_route, struct te_query *ret_q,
-                                char **ret_desc);
+ * te_query_done), or < 0 (-EINVAL: malformed query, duplicate keys, several selectors, over caps)
+ * with *ret_desc (returns new) an IMDS-style error_description. TE_ROUTE_REJECTED is a success
+ * return. */
+int token_endpoint_parse_target(const char *raw_uri, enum te_route *ret_route,
+                                struct te_query *ret_q, char **ret_desc);
 
 /* Whether `v` is an api-version IMDS accepts for identity tokens. */
 bool token_endpoint_api_version_valid(const char *v);
@@ -46,15 +47,16 @@ bool token_endpoint_api_version_valid(const char *v);
 struct issuer;
 
 struct token_endpoint_options {
-    const char *listen_host;     /* the broker's own address, accepted as Host */
+    const char *listen_host; /* the broker's own address, accepted as Host */
     bool proxy_instance;
     bool proxy_versions;
-    const char *imds_endpoint;   /* where /metadata/instance is proxied */
+    const char *imds_endpoint; /* where /metadata/instance is proxied */
     uint32_t retry_after_s;
 };
 
 struct token_endpoint;
-struct token_endpoint *token_endpoint_new(struct issuer *is, const struct token_endpoint_options *o);
+struct token_endpoint *token_endpoint_new(struct issuer *is,
+                                          const struct token_endpoint_options *o);
 struct token_endpoint *token_endpoint_free(struct token_endpoint *te);
 /* http_handler_fn for http_server_start(ud = te). */
 void token_endpoint_handle(void *te, const struct http_request *req, struct http_response *resp);

@@ -17,8 +17,10 @@ static inline void json_object_putp(struct json_object **p)
 #define _cleanup_json_ __attribute__((cleanup(json_object_putp)))
 
 /* Parses exactly one JSON value from text[0..len) with nothing but white space after it. Depth is
- * capped. Returns -EBADMSG on syntax errors, with *ret_error (optional, static string) saying why. */
-int json_parse_strict(const char *text, size_t len, struct json_object **ret, const char **ret_error);
+ * capped. Returns -EBADMSG on syntax errors, with *ret_error (optional, static string) saying why.
+ */
+int json_parse_strict(const char *text, size_t len, struct json_object **ret,
+                      const char **ret_error);
 
 /* Typed getters. Return NULL / def when key is absent or of another type. */
 const char *json_get_str(struct json_object *o, const char *key);

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * One logging API for the broker, idbrokerctl and the CNI plugin (STYLE R15). Levels are syslog's.
- * Output is one line per record on the configured fd (stderr by default), JSON ({"ts","level","msg",...})
- * or plain text. Never log tokens, secrets or keys (STYLE R10). Thread-safe: each record is one write(2).
- * The log_*_errno() forms return the (negative) error they were given, so `return log_error_errno(r, ...)`.
+ * Output is one line per record on the configured fd (stderr by default), JSON
+ * ({"ts","level","msg",...}) or plain text. Never log tokens, secrets or keys (STYLE R10).
+ * Thread-safe: each record is one write(2). The log_*_errno() forms return the (negative) error
+ * they were given, so `return log_error_errno(r, ...)`.
  */
 #ifndef IDBROKER_INTERNAL_LOG_H
 #define IDBROKER_INTERNAL_LOG_H
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdarg.h>
 
 #include <idbroker/provider.h>
 
@@ -30,8 +32,8 @@ const char *log_level_to_string(int level);
 /* "json" | "text" -> format; -EINVAL otherwise. */
 int log_format_from_string(const char *s);
 
-/* Writes one record; `fields` (borrowed, may be NULL) adds keys to JSON records and k=v pairs to text
- * ones. Returns -abs(error) if error != 0, else 0. */
+/* Writes one record; `fields` (borrowed, may be NULL) adds keys to JSON records and k=v pairs to
+ * text ones. Returns -abs(error) if error != 0, else 0. */
 int log_full(int level, int error, struct json_object *fields, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int log_fullv(int level, int error, struct json_object *fields, const char *fmt, va_list ap)

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The running broker: every long-lived object, owned by main.c. ctl-ops.c (control socket
+ * operations) and health.c (health and metrics listener) read it; they are the only modules besides
+ * main.c that see every other module, because their job is to report on all of them.
+ */
+#ifndef IDB_BROKER_BROKER_H
+#define IDB_BROKER_BROKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "control.h"
+#include "policy.h"
+
+struct broker_conf;
+struct registry;
+struct plugin_set;
+struct token_cache;
+struct issuer;
+struct token_endpoint;
+struct http_server;
+struct control_server;
+
+struct broker {
+    char *conf_path;          /* NULL: built-in defaults */
+    struct broker_conf *conf; /* replaced on reload under reload_lock */
+    pthread_mutex_t reload_lock;
+
+    struct registry *registry;
+    struct policy policy;
+    struct plugin_set *plugins;
+    struct token_cache *cache;
+    struct issuer *issuer;
+    struct token_endpoint *te;
+    struct http_server *http;
+    struct http_server *health;
+    struct control_server *ctl;
+
+    /* files source */
+    char *source_dir;
+    uint64_t source_fingerprint;
+    bool source_fingerprint_valid;
+    time_t last_reload; /* last successful policy load */
+    char *last_error;   /* last source or reload error, NULL if none (under reload_lock) */
+    bool plugins_ok;
+    time_t started;
+};
+
+/* Reloads the configuration file (if any) and the policy source. Keeps registrations and valid
+ * cached tokens. Settings that need a restart (listen addresses, providers, stateDir) are reported
+ * in the log and left as they were. Returns < 0 with *ret_error (returns new) on a bad file:
+ * nothing changes. */
+int broker_reload(struct broker *b, char **ret_error);
+/* Re-reads the files source if it changed (or `force`). Returns 1 if the policy was replaced. */
+int broker_reload_source(struct broker *b, bool force);
+/* Whether /readyz would say ready; *ret_why (static) says what is missing. */
+bool broker_ready(struct broker *b, const char **ret_why);
+
+/* ctl-ops.c: the op table for control_server_start (ud = struct broker *). */
+extern const struct control_op broker_ctl_ops[];
+/* health.c: http_handler_fn for the health listener (ud = struct broker *). */
+struct http_request;
+struct http_response;
+void health_handle(void *ud, const struct http_request *req, struct http_response *resp);
+
+#endif

@@ -1,0 +1,616 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "issuer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <idbroker/provider.h>
+
+#include <idbroker-internal/json-util.h>
+#include <idbroker-internal/log.h>
+#include <idbroker-internal/macro.h>
+
+#include "host-api.h"
+#include "limits.h"
+#include "metrics.h"
+#include "plugin-loader.h"
+#include "policy.h"
+#include "registry.h"
+#include "token-cache.h"
+
+#define KEY_SEP '\x1f'
+#define RATE_BUCKETS 1024
+
+/* A per-pod token bucket, keyed by containerId@ifName. */
+struct bucket {
+    char key[REG_MAX_ID + REG_MAX_IFNAME + 2];
+    double tokens;
+    uint64_t last_ms;
+    struct bucket *next;
+};
+
+struct issuer {
+    struct issuer_options o;
+    char *type_providers[3];
+    pthread_mutex_t rate_lock;
+    struct bucket *buckets[RATE_BUCKETS];
+};
+
+/* Everything a provider call needs, copied out of the store so the fetch may outlive the request.
+ */
+struct fetch_ctx {
+    const struct plugin *plugin;
+    char *resource, *ns, *name, *client_id, *resource_id, *tenant_id, *ad_endpoint, *ad_resource_id,
+        *secret_name, *secret_namespace;
+    char **annotations; /* k, v, …, NULL */
+    int type;
+    uint32_t timeout_ms;
+};
+
+static void fetch_ctx_free(void *ud)
+{
+    struct fetch_ctx *f = ud;
+    if (!f)
+        return;
+    free(f->resource);
+    free(f->ns);
+    free(f->name);
+    free(f->client_id);
+    free(f->resource_id);
+    free(f->tenant_id);
+    free(f->ad_endpoint);
+    free(f->ad_resource_id);
+    free(f->secret_name);
+    free(f->secret_namespace);
+    if (f->annotations)
+        for (char **a = f->annotations; *a; a++)
+            free(*a);
+    free(f->annotations);
+    free(f);
+}
+
+static char *dup0(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static struct fetch_ctx *fetch_ctx_new(const struct plugin *pl, const struct identity *id,
+                                       const char *resource, uint32_t timeout_ms)
+{
+    struct fetch_ctx *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->plugin = pl;
+    f->type = id->type;
+    f->timeout_ms = timeout_ms;
+    f->resource = dup0(resource);
+    f->ns = dup0(id->namespace);
+    f->name = dup0(id->name);
+    f->client_id = dup0(id->client_id);
+    f->resource_id = dup0(id->resource_id);
+    f->tenant_id = dup0(id->tenant_id);
+    f->ad_endpoint = dup0(id->ad_endpoint);
+    f->ad_resource_id = dup0(id->ad_resource_id);
+    f->secret_name = dup0(id->secret_name);
+    f->secret_namespace = dup0(id->secret_namespace);
+    f->annotations = calloc(2 * id->n_annotations + 1, sizeof(char *));
+    bool ok = f->resource && f->ns && f->name && f->client_id && f->resource_id && f->tenant_id &&
+              f->ad_endpoint && f->ad_resource_id && f->secret_name && f->secret_namespace &&
+              f->annotations;
+    for (size_t i = 0; ok && i < id->n_annotations; i++) {
+        f->annotations[2 * i] = dup0(id->annotations[i].key);
+        f->annotations[2 * i + 1] = dup0(id->annotations[i].value);
+        ok = f->annotations[2 * i] && f->annotations[2 * i + 1];
+    }
+    if (!ok) {
+        fetch_ctx_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* Runs on a token-cache worker thread: one provider call, its result checked and converted. */
+static int fetch_token(void *ud, struct tc_token *ret, struct tc_error *ret_err)
+{
+    struct fetch_ctx *f = ud;
+    const struct plugin *pl = f->plugin;
+    uint64_t t0 = now_monotonic_ms();
+    struct idb_token_req req = {
+        .size = sizeof(req),
+        .resource = f->resource,
+        .identity_name = f->name,
+        .identity_namespace = f->ns,
+        .identity_type = f->type,
+        .client_id = f->client_id,
+        .resource_id = f->resource_id,
+        .tenant_id = f->tenant_id,
+        .ad_endpoint = f->ad_endpoint,
+        .ad_resource_id = f->ad_resource_id,
+        .secret_name = f->secret_name,
+        .secret_namespace = f->secret_namespace,
+        .annotations = (const char *const *)f->annotations,
+        .deadline_ms = t0 + f->timeout_ms,
+    };
+    struct idb_token tok = {.size = sizeof(tok)};
+    int r = pl->p->issue(pl->state, &req, &tok);
+    uint64_t now = now_realtime_s();
+    if (r >= 0) {
+        size_t len = tok.access_token ? strnlen(tok.access_token, PROVIDER_TOKEN_MAX_BYTES + 1) : 0;
+        if (len == 0 || len > PROVIDER_TOKEN_MAX_BYTES || tok.expires_on <= now)
+            r = IDB_E_UPSTREAM_BAD_REPLY;
+    }
+    metrics_provider_call(pl->name, r, now_monotonic_ms() - t0);
+    if (r < 0) {
+        if (tok.access_token) {
+            explicit_bzero(tok.access_token, strlen(tok.access_token));
+            free(tok.access_token);
+        }
+        free(tok.client_id);
+        ret_err->code = r;
+        ret_err->upstream_status = tok.upstream_status;
+        ret_err->upstream_error = tok.upstream_error;
+        ret_err->retry_after_s = tok.retry_after_s;
+        return r;
+    }
+    free(tok.upstream_error);
+    ret->access_token = tok.access_token;
+    ret->client_id = tok.client_id;
+    ret->expires_on = tok.expires_on;
+    ret->not_before = tok.not_before ? tok.not_before : now;
+    ret->ext_expires_in = tok.ext_expires_in;
+    ret->issued_at = now;
+    return 0;
+}
+
+struct issuer *issuer_new(const struct issuer_options *o)
+{
+    struct issuer *is = calloc(1, sizeof(*is));
+    if (!is)
+        return NULL;
+    pthread_mutex_init(&is->rate_lock, NULL);
+    if (issuer_set_options(is, o) < 0)
+        return issuer_free(is);
+    return is;
+}
+
+struct issuer *issuer_free(struct issuer *is)
+{
+    if (!is)
+        return NULL;
+    for (size_t i = 0; i < 3; i++)
+        free(is->type_providers[i]);
+    for (size_t i = 0; i < RATE_BUCKETS; i++)
+        while (is->buckets[i]) {
+            struct bucket *b = is->buckets[i];
+            is->buckets[i] = b->next;
+            free(b);
+        }
+    pthread_mutex_destroy(&is->rate_lock);
+    free(is);
+    return NULL;
+}
+
+int issuer_set_options(struct issuer *is, const struct issuer_options *o)
+{
+    char *tp[3] = {NULL, NULL, NULL};
+    for (size_t i = 0; i < 3; i++)
+        if (o->type_providers[i] && !(tp[i] = strdup(o->type_providers[i]))) {
+            free(tp[0]);
+            free(tp[1]);
+            return -ENOMEM;
+        }
+    pthread_mutex_lock(&is->rate_lock);
+    is->o = *o;
+    for (size_t i = 0; i < 3; i++) {
+        free(is->type_providers[i]);
+        is->type_providers[i] = tp[i];
+        is->o.type_providers[i] = tp[i];
+    }
+    pthread_mutex_unlock(&is->rate_lock);
+    return 0;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Token bucket per pod attachment. Returns 0 if allowed, else the seconds to wait. */
+static uint32_t rate_check(struct issuer *is, const struct registration *reg)
+{
+    if (is->o.rate_per_pod == 0)
+        return 0;
+    char key[sizeof(((struct bucket *)0)->key)];
+    snprintf(key, sizeof(key), "%s@%s", reg->container_id, reg->if_name);
+    uint64_t now = now_monotonic_ms();
+    uint32_t wait = 0;
+    pthread_mutex_lock(&is->rate_lock);
+    struct bucket **slot = &is->buckets[hash_str(key) % RATE_BUCKETS], *b = *slot;
+    while (b && !streq(b->key, key))
+        b = b->next;
+    if (!b && (b = calloc(1, sizeof(*b)))) {
+        snprintf(b->key, sizeof(b->key), "%s", key);
+        b->tokens = is->o.rate_burst;
+        b->last_ms = now;
+        b->next = *slot;
+        *slot = b;
+    }
+    if (b) {
+        b->tokens += (double)(now - b->last_ms) * is->o.rate_per_pod / 1000.0;
+        if (b->tokens > is->o.rate_burst)
+            b->tokens = is->o.rate_burst;
+        b->last_ms = now;
+        if (b->tokens >= 1.0)
+            b->tokens -= 1.0;
+        else
+            wait = (uint32_t)((1.0 - b->tokens) / is->o.rate_per_pod) + 1;
+    }
+    pthread_mutex_unlock(&is->rate_lock);
+    return wait;
+}
+
+static void audit(struct issuer *is, const struct registration *reg,
+                  const struct issue_request *req, const struct issue_result *res, uint64_t t0,
+                  bool hit)
+{
+    if (!is->o.audit)
+        return;
+    _cleanup_json_ struct json_object *f = json_object_new_object();
+    if (!f)
+        return;
+    json_add_str(f, "audit", "token");
+    json_add_str(f, "pod", res->pod);
+    if (reg && reg->pod_uid[0])
+        json_add_str(f, "podUid", reg->pod_uid);
+    if (res->identity[0])
+        json_add_str(f, "identity", res->identity);
+    json_add_str(f, "resource", req->resource);
+    json_add_str(f, "decision", res->code == 0 ? "issued" : "denied");
+    if (res->code < 0)
+        json_add_str(f, "error", idb_strerror(res->code));
+    if (res->reason[0])
+        json_add_str(f, "reason", res->reason);
+    if (res->code == 0)
+        json_add_str(f, "cache", hit ? "hit" : "miss");
+    json_add_int(f, "latencyMs", (int64_t)(now_monotonic_ms() - t0));
+    log_full(res->code == 0 ? IDB_LOG_INFO : IDB_LOG_NOTICE, 0, f, "token %s",
+             res->code == 0 ? "issued" : "denied");
+}
+
+static void result_fail(struct issue_result *ret, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void result_fail(struct issue_result *ret, int code, const char *fmt, ...)
+{
+    ret->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ret->reason, sizeof(ret->reason), fmt, ap);
+    va_end(ap);
+}
+
+static void issue_for_registration(struct issuer *is, const struct registration *reg,
+                                   const struct issue_request *req, struct issue_result *ret,
+                                   uint64_t t0)
+{
+    struct policy *pol = is->o.policy;
+    bool hit = false;
+    snprintf(ret->pod, sizeof(ret->pod), "%s/%s", reg->pod_namespace, reg->pod_name);
+
+    uint32_t wait = rate_check(is, reg);
+    if (wait > 0) {
+        metrics_inc(M_RATE_LIMITED);
+        ret->retry_after_s = wait;
+        result_fail(ret, IDB_E_RATE_LIMITED, "per-pod rate limit of %u/s exceeded",
+                    is->o.rate_per_pod);
+        goto out;
+    }
+
+    uint64_t sync_deadline = t0 + is->o.sync_timeout_ms;
+    struct fetch_ctx *f = NULL;
+    char key[2048];
+    for (;;) {
+        uint64_t gen = policy_generation(pol);
+        struct decision d;
+        policy_read_lock(pol);
+        store_decide(pol->store, &pol->flags, reg->pod_namespace, reg->pod_name, req->sel,
+                     req->sel_value, &d);
+        if (d.result == 0) {
+            const struct pod_meta *pm =
+                store_get_pod(pol->store, reg->pod_namespace, reg->pod_name);
+            /* A registration and the pod the policy knows must be the same pod (THREATS T2). */
+            if (pm && pm->uid && pm->uid[0] && reg->pod_uid[0] && !streq(pm->uid, reg->pod_uid)) {
+                d.result = IDB_E_NOT_SYNCED;
+                snprintf(d.reason, sizeof(d.reason),
+                         "pod UID '%s' of the registration differs from '%s' in the policy source",
+                         reg->pod_uid, pm->uid);
+            }
+        }
+        if (d.result == IDB_E_NOT_SYNCED && pol->authoritative && pol->synced &&
+            !store_get_pod(pol->store, reg->pod_namespace, reg->pod_name)) {
+            /* Files mode: the manifests are the whole truth; a pod without one has no labels. */
+            d.result = IDB_E_NO_BINDING;
+            snprintf(d.reason, sizeof(d.reason), "no Pod manifest for %s/%s in the files source",
+                     reg->pod_namespace, reg->pod_name);
+        }
+        if (d.result == 0) {
+            const struct identity *id = d.identity;
+            snprintf(ret->identity, sizeof(ret->identity), "%s/%s", id->namespace, id->name);
+            snprintf(ret->client_id, sizeof(ret->client_id), "%s",
+                     id->client_id ? id->client_id : "");
+            snprintf(ret->reason, sizeof(ret->reason), "%s", d.reason);
+            const char *pname = identity_annotation(id, STORE_ANNOTATION_PROVIDER);
+            if (!pname && id->type >= 0 && id->type < 3)
+                pname = is->o.type_providers[id->type];
+            const struct plugin *pl = pname ? plugin_set_find(is->o.plugins, pname) : NULL;
+            if (!pl) {
+                policy_read_unlock(pol);
+                result_fail(ret, IDB_E_NO_PROVIDER, "identity %s needs provider '%s', not loaded",
+                            ret->identity, strna(pname));
+                goto out;
+            }
+            snprintf(key, sizeof(key), "%s%c%s/%s%c%016" PRIx64 "%c%s", pl->name, KEY_SEP,
+                     id->namespace, id->name, KEY_SEP, id->hash, KEY_SEP, req->resource);
+            f = fetch_ctx_new(pl, id, req->resource, is->o.provider_timeout_ms);
+            policy_read_unlock(pol);
+            if (!f) {
+                result_fail(ret, -ENOMEM, "out of memory");
+                goto out;
+            }
+            break;
+        }
+        policy_read_unlock(pol);
+        if (d.result == IDB_E_NOT_SYNCED && now_monotonic_ms() < sync_deadline &&
+            policy_wait_change(pol, gen, sync_deadline))
+            continue;
+        if (d.result == IDB_E_NOT_SYNCED)
+            ret->retry_after_s = is->o.retry_after_s;
+        result_fail(ret, d.result, "%s", d.reason);
+        goto out;
+    }
+
+    const struct tc_token *tok = NULL;
+    struct tc_error err = {0};
+    int r = token_cache_get(is->o.cache, key, req->bypass_cache,
+                            now_monotonic_ms() + is->o.provider_timeout_ms, fetch_token, f,
+                            fetch_ctx_free, &tok, &hit, &err);
+    metrics_inc(hit ? M_CACHE_HITS : M_CACHE_MISSES);
+    if (r < 0) {
+        ret->upstream_status = err.upstream_status;
+        ret->upstream_error = TAKE_PTR(err.upstream_error);
+        ret->retry_after_s = err.retry_after_s ? err.retry_after_s : is->o.retry_after_s;
+        if (r == IDB_E_PROVIDER_TIMEOUT)
+            metrics_inc(M_UPSTREAM_TIMEOUTS);
+        else
+            metrics_inc(M_UPSTREAM_ERRORS);
+        if (r == IDB_E_RATE_LIMITED || err.upstream_status == 429)
+            metrics_inc(M_UPSTREAM_THROTTLES);
+        tc_error_done(&err);
+        result_fail(ret, r, "provider failed for %s: %s", ret->identity, idb_strerror(r));
+        goto out;
+    }
+    tc_error_done(&err);
+    ret->token = tok;
+    if (tok->client_id && tok->client_id[0])
+        snprintf(ret->client_id, sizeof(ret->client_id), "%s", tok->client_id);
+    ret->code = 0;
+out:
+    audit(is, reg, req, ret, t0, hit);
+}
+
+static void result_init(struct issue_result *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+}
+
+/* The caller's address as a registration address; IPv4-mapped IPv6 becomes IPv4. */
+static int peer_to_ip(const struct sockaddr *sa, socklen_t len, struct reg_ip *ret)
+{
+    struct reg_ip ip = {0};
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        ip.family = AF_INET;
+        memcpy(ip.addr.v4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            ip.family = AF_INET;
+            memcpy(ip.addr.v4, &a->s6_addr[12], 4);
+        } else {
+            ip.family = AF_INET6;
+            memcpy(ip.addr.v6, a, 16);
+        }
+    } else
+        return -EAFNOSUPPORT;
+    *ret = ip;
+    return 0;
+}
+
+void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
+                           const struct issue_request *req, struct issue_result *ret)
+{
+    uint64_t t0 = now_monotonic_ms();
+    result_init(ret);
+    struct reg_ip ip;
+    struct registration reg;
+    int r = peer_to_ip(peer, peer_len, &ip);
+    if (r >= 0)
+        r = registry_lookup_ip(is->o.registry, &ip, &reg);
+    if (r < 0) {
+        char a[64] = "?";
+        if (ip.family)
+            reg_ip_to_string(&ip, a, sizeof(a));
+        if (r == IDB_E_AMBIGUOUS_POD) {
+            ret->retry_after_s = is->o.retry_after_s;
+            result_fail(ret, r, "more than one registration claims %s", a);
+        } else
+            result_fail(ret, IDB_E_UNKNOWN_POD, "no pod registered on this node owns %s", a);
+        snprintf(ret->pod, sizeof(ret->pod), "addr:%s", a);
+        audit(is, NULL, req, ret, t0, false);
+        return;
+    }
+    issue_for_registration(is, &reg, req, ret, t0);
+}
+
+void issuer_issue_for_pod(struct issuer *is, const char *ns, const char *name,
+                          const struct issue_request *req, struct issue_result *ret)
+{
+    uint64_t t0 = now_monotonic_ms();
+    result_init(ret);
+    struct registration reg;
+    if (registry_find_pod(is->o.registry, ns, name, &reg) < 0) {
+        snprintf(ret->pod, sizeof(ret->pod), "%s/%s", ns, name);
+        result_fail(ret, IDB_E_UNKNOWN_POD, "pod %s/%s is not registered on this node", ns, name);
+        audit(is, NULL, req, ret, t0, false);
+        return;
+    }
+    issue_for_registration(is, &reg, req, ret, t0);
+}
+
+void issuer_result_done(struct issuer *is, struct issue_result *r)
+{
+    if (r->token)
+        token_cache_release(is->o.cache, r->token);
+    r->token = NULL;
+    free(r->upstream_error);
+    r->upstream_error = NULL;
+}
+
+struct stale_ctx {
+    const struct store *store;
+};
+
+static int binding_refs(const struct binding *b, void *ud)
+{
+    const struct identity *id = ud;
+    /* By name only: in non-namespaced mode a binding may name an identity of another namespace.
+     * Keeping a token too long is harmless (every request is decided afresh); this only frees
+     * memory and ends refreshes. */
+    if (streq(b->identity, id->name))
+        return -1; /* found: stop */
+    return 0;
+}
+
+/* Key: provider SEP ns/name SEP hash SEP resource. */
+static bool key_is_stale(const char *key, void *ud)
+{
+    struct stale_ctx *c = ud;
+    const char *a = strchr(key, KEY_SEP);
+    const char *b = a ? strchr(a + 1, KEY_SEP) : NULL;
+    const char *e = b ? strchr(b + 1, KEY_SEP) : NULL;
+    if (!a || !b || !e || strncmp(key, "via", 3) == 0)
+        return false;
+    char nsname[2 * REG_MAX_NAME + 2], hash[17];
+    size_t n = (size_t)(b - a - 1);
+    if (n >= sizeof(nsname) || (size_t)(e - b - 1) != 16)
+        return true;
+    memcpy(nsname, a + 1, n);
+    nsname[n] = '\0';
+    memcpy(hash, b + 1, 16);
+    hash[16] = '\0';
+    char *slash = strchr(nsname, '/');
+    if (!slash)
+        return true;
+    *slash = '\0';
+    const struct identity *id = store_get_identity(c->store, nsname, slash + 1);
+    if (!id)
+        return true;
+    char want[17];
+    snprintf(want, sizeof(want), "%016" PRIx64, id->hash);
+    if (!streq(want, hash))
+        return true;
+    /* Still referenced by some binding? (namespaced: a binding in the identity's namespace.) */
+    return store_foreach_binding(c->store, binding_refs, (void *)id) == 0;
+}
+
+size_t issuer_evict_stale(struct issuer *is)
+{
+    struct stale_ctx c;
+    policy_read_lock(is->o.policy);
+    c.store = is->o.policy->store;
+    size_t n = token_cache_evict_if(is->o.cache, key_is_stale, &c);
+    policy_read_unlock(is->o.policy);
+    return n;
+}
+
+int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_token_req *req,
+                     struct idb_token *ret)
+{
+    const struct plugin *pl = plugin_set_find(is->o.plugins, provider);
+    if (!pl)
+        return IDB_E_NO_PROVIDER;
+    struct identity id = {
+        .namespace = (char *)(req->identity_namespace ? req->identity_namespace : ""),
+        .name = (char *)(req->identity_name ? req->identity_name : ""),
+        .type = req->identity_type,
+        .client_id = (char *)(req->client_id ? req->client_id : ""),
+        .resource_id = (char *)(req->resource_id ? req->resource_id : ""),
+        .tenant_id = (char *)(req->tenant_id ? req->tenant_id : ""),
+        .ad_endpoint = (char *)"",
+        .ad_resource_id = (char *)"",
+        .secret_name = (char *)"",
+        .secret_namespace = (char *)"",
+    };
+    char key[2048];
+    snprintf(key, sizeof(key), "via%c%s%c%s%c%s%c%s", KEY_SEP, pl->name, KEY_SEP, id.client_id,
+             KEY_SEP, id.resource_id, KEY_SEP, req->resource);
+    struct fetch_ctx *f = fetch_ctx_new(pl, &id, req->resource, is->o.provider_timeout_ms);
+    if (!f)
+        return -ENOMEM;
+    const struct tc_token *tok = NULL;
+    struct tc_error err = {0};
+    bool hit;
+    uint64_t deadline =
+        req->deadline_ms ? req->deadline_ms : now_monotonic_ms() + is->o.provider_timeout_ms;
+    int r = token_cache_get(is->o.cache, key, false, deadline, fetch_token, f, fetch_ctx_free, &tok,
+                            &hit, &err);
+    if (r < 0) {
+        ret->upstream_status = err.upstream_status;
+        ret->upstream_error = TAKE_PTR(err.upstream_error);
+        ret->retry_after_s = err.retry_after_s;
+        tc_error_done(&err);
+        return r;
+    }
+    tc_error_done(&err);
+    ret->access_token = strdup(tok->access_token);
+    ret->client_id = tok->client_id ? strdup(tok->client_id) : NULL;
+    ret->expires_on = tok->expires_on;
+    ret->not_before = tok->not_before;
+    ret->ext_expires_in = tok->ext_expires_in;
+    token_cache_release(is->o.cache, tok);
+    return ret->access_token ? 0 : -ENOMEM;
+}
+
+static int add_u64(struct json_object *o, const char *key, uint64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof(b), "%" PRIu64, v);
+    return json_add_str(o, key, b);
+}
+
+struct json_object *issuer_result_to_json(const struct issue_result *r, const char *resource,
+                                          uint64_t now)
+{
+    const struct tc_token *t = r->token;
+    if (!t)
+        return NULL;
+    _cleanup_json_ struct json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    uint64_t left = t->expires_on > now ? t->expires_on - now : 0;
+    if (json_add_str(o, "access_token", t->access_token) < 0 ||
+        json_add_str(o, "client_id", r->client_id) < 0 || add_u64(o, "expires_in", left) < 0 ||
+        add_u64(o, "expires_on", t->expires_on) < 0 ||
+        add_u64(o, "ext_expires_in", t->ext_expires_in ? t->ext_expires_in : left) < 0 ||
+        add_u64(o, "not_before", t->not_before) < 0 || json_add_str(o, "resource", resource) < 0 ||
+        json_add_str(o, "token_type", "Bearer") < 0)
+        return NULL;
+    return TAKE_PTR(o);
+}

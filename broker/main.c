@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * idbrokerd: the node broker. Owns every long-lived object (struct broker), wires the modules
+ * together, handles signals (SIGHUP reload, SIGTERM/SIGINT stop) and polls the files source for
+ * changes.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <idbroker/ctl-proto.h>
+
+#include <idbroker-internal/log.h>
+#include <idbroker-internal/macro.h>
+
+#include "broker.h"
+#include "conf.h"
+#include "control.h"
+#include "host-api.h"
+#include "http-server.h"
+#include "issuer.h"
+#include "manifest.h"
+#include "metrics.h"
+#include "plugin-loader.h"
+#include "registry.h"
+#include "store.h"
+#include "token-cache.h"
+#include "token-endpoint.h"
+
+static struct broker *the_broker;
+
+static int host_issue_via(const char *provider, const struct idb_token_req *req,
+                          struct idb_token *ret)
+{
+    if (!the_broker || !the_broker->issuer)
+        return -ENOTSUP;
+    return issuer_issue_via(the_broker->issuer, provider, req, ret);
+}
+
+static void conf_to_issuer(const struct broker_conf *c, struct broker *b, struct issuer_options *o)
+{
+    *o = (struct issuer_options){
+        .registry = b->registry,
+        .policy = &b->policy,
+        .cache = b->cache,
+        .plugins = b->plugins,
+        .sync_timeout_ms = c->sync_timeout_ms,
+        .provider_timeout_ms = c->provider_timeout_ms,
+        .retry_after_s = c->retry_after_s,
+        .rate_per_pod = c->rate_per_pod,
+        .rate_burst = c->rate_burst,
+        .audit = c->log_audit,
+    };
+    for (int i = 0; i < 3; i++)
+        o->type_providers[i] = conf_type_provider(c, i);
+}
+
+static void conf_to_cache(const struct broker_conf *c, struct tc_options *o)
+{
+    *o = (struct tc_options){
+        .max_entries = c->cache_max_entries,
+        .min_ttl_s = c->cache_min_ttl_s,
+        .negative_ms = c->cache_negative_ms,
+    };
+}
+
+static void conf_to_flags(const struct broker_conf *c, struct store_policy *f)
+{
+    *f = (struct store_policy){
+        .namespaced = c->namespaced,
+        .strict_selection = c->strict_selection,
+        .exceptions = c->exceptions,
+    };
+}
+
+static void set_last_error(struct broker *b, const char *e)
+{
+    free(b->last_error);
+    b->last_error = e ? strdup(e) : NULL;
+}
+
+int broker_reload_source(struct broker *b, bool force)
+{
+    if (b->conf->source_kind != SOURCE_FILES)
+        return 0;
+    uint64_t fp = 0;
+    int r = source_files_fingerprint(b->source_dir, &fp);
+    if (r < 0 && !force) {
+        if (b->source_fingerprint_valid || !b->last_error) {
+            char m[512];
+            snprintf(m, sizeof(m), "cannot read source directory '%s': %s", b->source_dir,
+                     idb_strerror(r));
+            log_error("%s", m);
+            set_last_error(b, m);
+            b->source_fingerprint_valid = false;
+        }
+        return r;
+    }
+    if (!force && b->source_fingerprint_valid && fp == b->source_fingerprint)
+        return 0;
+    struct store *s = NULL;
+    _cleanup_free_ char *err = NULL;
+    b->source_fingerprint = fp;
+    b->source_fingerprint_valid = r >= 0;
+    r = source_files_load(b->source_dir, &s, &err);
+    if (r < 0) {
+        metrics_inc(M_SOURCE_RELOAD_ERRORS);
+        log_error("policy not reloaded, the last good policy stays in force: %s",
+                  err ? err : idb_strerror(r));
+        set_last_error(b, err ? err : idb_strerror(r));
+        return r;
+    }
+    size_t ni = store_count_identities(s), nb = store_count_bindings(s), np = store_count_pods(s),
+           ne = store_count_exceptions(s);
+    policy_replace(&b->policy, s);
+    size_t evicted = issuer_evict_stale(b->issuer);
+    metrics_inc(M_SOURCE_RELOADS);
+    b->last_reload = time(NULL);
+    set_last_error(b, NULL);
+    log_info("policy loaded from '%s': %zu identities, %zu bindings, %zu exceptions, %zu pods; %zu "
+             "cached tokens dropped",
+             b->source_dir, ni, nb, ne, np, evicted);
+    return 1;
+}
+
+/* Settings that only take effect at start; a reload that changes them says so. */
+static void warn_restart_needed(const struct broker_conf *old, const struct broker_conf *new)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+    } keys[] = {
+        {"listen", offsetof(struct broker_conf, listen)},
+        {"healthListen", offsetof(struct broker_conf, health_listen)},
+        {"controlSocket", offsetof(struct broker_conf, control_socket)},
+        {"stateDir", offsetof(struct broker_conf, state_dir)},
+        {"pluginDir", offsetof(struct broker_conf, plugin_dir)},
+        {"nodeName", offsetof(struct broker_conf, node_name)},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        const char *a = *(char *const *)((const char *)old + keys[i].off);
+        const char *n = *(char *const *)((const char *)new + keys[i].off);
+        if (!streq(strna(a), strna(n)))
+            log_warning(
+                "reload: '%s' changed from '%s' to '%s'; it takes effect at restart, ignoring",
+                keys[i].key, strna(a), strna(n));
+    }
+    bool same = old->n_providers == new->n_providers;
+    for (size_t i = 0; same && i < old->n_providers; i++)
+        same = streq(old->providers[i].name, new->providers[i].name) &&
+               streq(old->providers[i].json, new->providers[i].json);
+    if (!same)
+        log_warning("reload: 'providers' changed; providers are loaded at start only, restart "
+                    "idbrokerd to apply, ignoring");
+    if (old->source_kind != new->source_kind)
+        log_warning("reload: 'source.kind' changed; it takes effect at restart, ignoring");
+}
+
+int broker_reload(struct broker *b, char **ret_error)
+{
+    pthread_mutex_lock(&b->reload_lock);
+    int r = 0;
+    if (b->conf_path) {
+        struct broker_conf *c = NULL;
+        char *err = NULL;
+        r = conf_load(b->conf_path, &c, &err);
+        if (r < 0) {
+            log_error("reload: configuration not changed: %s", strna(err));
+            set_last_error(b, err);
+            if (ret_error)
+                *ret_error = err;
+            else
+                free(err);
+            pthread_mutex_unlock(&b->reload_lock);
+            return r;
+        }
+        warn_restart_needed(b->conf, c);
+        /* Keep the start-only settings of the running configuration. */
+        c->source_kind = b->conf->source_kind;
+        log_setup(c->log_level, (enum log_format)c->log_format, STDERR_FILENO);
+        struct store_policy f;
+        conf_to_flags(c, &f);
+        policy_set_flags(&b->policy, &f);
+        struct tc_options tco;
+        conf_to_cache(c, &tco);
+        token_cache_set_options(b->cache, &tco);
+        if (c->source_kind == SOURCE_FILES && !streq(c->source_dir, b->source_dir)) {
+            char *d = strdup(c->source_dir);
+            if (d) {
+                free(b->source_dir);
+                b->source_dir = d;
+                b->source_fingerprint_valid = false;
+            }
+        }
+        struct broker_conf *old = b->conf;
+        b->conf = c;
+        struct issuer_options io;
+        conf_to_issuer(c, b, &io);
+        issuer_set_options(b->issuer, &io);
+        conf_free(old);
+    }
+    r = broker_reload_source(b, true);
+    if (r < 0 && ret_error && b->last_error)
+        *ret_error = strdup(b->last_error);
+    pthread_mutex_unlock(&b->reload_lock);
+    if (r >= 0)
+        log_info("reloaded%s", b->conf_path ? " configuration and policy" : " policy");
+    return r < 0 ? r : 0;
+}
+
+bool broker_ready(struct broker *b, const char **ret_why)
+{
+    const char *why = NULL;
+    if (!b->plugins_ok)
+        why = "a configured provider failed to load";
+    else if (!b->policy.synced)
+        why = "the policy source has not been loaded yet";
+    if (ret_why)
+        *ret_why = why;
+    return !why;
+}
+
+static void bad_registration(const char *path, int error, const char *why, void *ud)
+{
+    (void)ud;
+    log_warning_errno(error, "state: registration file '%s' is invalid (%s), ignoring", path, why);
+}
+
+static int load_providers(struct broker *b)
+{
+    const struct broker_conf *c = b->conf;
+    int r = 0;
+    for (size_t i = 0; i < c->n_providers; i++) {
+        _cleanup_free_ char *err = NULL;
+        int k = plugin_set_load(b->plugins, c->plugin_dir, c->providers[i].name,
+                                c->providers[i].json, host_api_get(), &err);
+        if (k < 0) {
+            log_error("%s", err ? err : idb_strerror(k));
+            r = k;
+            continue;
+        }
+        const struct plugin *p = plugin_set_find(b->plugins, c->providers[i].name);
+        log_info("provider '%s' loaded from '%s' (ABI %u.%u)", p->name, p->path, p->p->abi_major,
+                 p->p->abi_minor);
+    }
+    return r;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: idbrokerd [--config FILE] [--check-config] [--version] [--help]\n"
+            "\n"
+            "The idbroker node daemon: an IMDS-compatible token endpoint that gives each pod the\n"
+            "token of the identity bound to it.\n"
+            "\n"
+            "  -c, --config FILE    configuration file (default " CONF_DEFAULT_PATH
+            " if it exists,\n"
+            "                       else built-in defaults)\n"
+            "      --check-config   parse the configuration and the policy source, then exit\n"
+            "  -V, --version        print the version\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "Signals: SIGHUP reloads the configuration and the policy; SIGTERM/SIGINT stop.\n"
+            "Docs: docs/operating.md, docs/configuration.md\n");
+}
+
+static void broker_shutdown(struct broker *b)
+{
+    b->ctl = control_server_stop(b->ctl);
+    b->http = http_server_stop(b->http);
+    b->health = http_server_stop(b->health);
+    b->te = token_endpoint_free(b->te);
+    b->issuer = issuer_free(b->issuer);
+    b->cache = token_cache_free(b->cache);
+    b->plugins = plugin_set_free(b->plugins);
+    b->registry = registry_free(b->registry);
+    policy_done(&b->policy);
+    host_api_done();
+    b->conf = conf_free(b->conf);
+    free(b->source_dir);
+    free(b->last_error);
+    free(b->conf_path);
+    pthread_mutex_destroy(&b->reload_lock);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *conf_path = NULL;
+    bool check_only = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) >= 0) {
+        switch (c) {
+        case 'c':
+            conf_path = optarg;
+            break;
+        case 'C':
+            check_only = true;
+            break;
+        case 'V':
+            printf("idbrokerd %s (provider ABI %d.%d)\n", IDB_VERSION, IDB_PLUGIN_ABI_MAJOR,
+                   IDB_PLUGIN_ABI_MINOR);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "idbrokerd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!conf_path && access(CONF_DEFAULT_PATH, F_OK) == 0)
+        conf_path = CONF_DEFAULT_PATH;
+
+    struct broker b = {.started = time(NULL)};
+    pthread_mutex_init(&b.reload_lock, NULL);
+    int r;
+    _cleanup_free_ char *err = NULL;
+    if (conf_path)
+        r = conf_load(conf_path, &b.conf, &err);
+    else
+        r = conf_new_default(&b.conf);
+    if (r < 0) {
+        fprintf(stderr, "idbrokerd: %s\n", err ? err : idb_strerror(r));
+        return 1;
+    }
+    b.conf_path = conf_path ? strdup(conf_path) : NULL;
+    log_setup(b.conf->log_level, (enum log_format)b.conf->log_format, STDERR_FILENO);
+
+    if (b.conf->source_kind != SOURCE_FILES) {
+        log_error("source kind 'kubernetes' is not available in this build yet; use \"source\": "
+                  "{\"kind\": \"files\"}");
+        return 1;
+    }
+    b.source_dir = strdup(b.conf->source_dir);
+
+    if (check_only) {
+        struct store *s = NULL;
+        r = source_files_load(b.source_dir, &s, &err);
+        if (r < 0) {
+            fprintf(stderr, "idbrokerd: %s\n", err ? err : idb_strerror(r));
+            return 1;
+        }
+        printf("configuration '%s' and policy '%s' are valid: %zu identities, %zu bindings\n",
+               strna(conf_path), b.source_dir, store_count_identities(s), store_count_bindings(s));
+        store_free(s);
+        return 0;
+    }
+
+    /* Every thread inherits this mask; the main thread takes the signals with sigtimedwait. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    the_broker = &b;
+    struct store_policy flags;
+    conf_to_flags(b.conf, &flags);
+    struct tc_options tco;
+    conf_to_cache(b.conf, &tco);
+    if (host_api_init(host_issue_via) < 0 || policy_init(&b.policy, &flags, true) < 0 ||
+        !(b.registry = registry_new(b.conf->state_dir)) || !(b.plugins = plugin_set_new()) ||
+        !(b.cache = token_cache_new(&tco))) {
+        log_error("out of memory at start");
+        return 1;
+    }
+    struct issuer_options io;
+    conf_to_issuer(b.conf, &b, &io);
+    if (!(b.issuer = issuer_new(&io))) {
+        log_error("out of memory at start");
+        return 1;
+    }
+
+    r = registration_dir_ensure(b.conf->state_dir);
+    if (r < 0) {
+        log_error_errno(r, "cannot create state directory '%s'", b.conf->state_dir);
+        return 1;
+    }
+    r = registry_load(b.registry, bad_registration, NULL);
+    if (r < 0) {
+        log_error_errno(r, "cannot load registrations from '%s'", b.conf->state_dir);
+        return 1;
+    }
+    log_info("%d registrations loaded from '%s'", r, b.conf->state_dir);
+
+    b.plugins_ok = load_providers(&b) >= 0;
+    broker_reload_source(&b, true);
+
+    struct token_endpoint_options teo = {
+        .listen_host = b.conf->listen,
+        .proxy_instance = b.conf->proxy_instance,
+        .proxy_versions = b.conf->proxy_versions,
+        .imds_endpoint = b.conf->imds_endpoint,
+        .retry_after_s = b.conf->retry_after_s,
+    };
+    struct http_server_options hso = {
+        .max_connections = b.conf->http_max_connections,
+        .max_per_ip = b.conf->http_max_per_ip,
+        .timeout_s = b.conf->http_timeout_s,
+    };
+    b.te = token_endpoint_new(b.issuer, &teo);
+    if (!b.te) {
+        log_error("out of memory at start");
+        return 1;
+    }
+    free(TAKE_PTR(err));
+    b.http = http_server_start(b.conf->listen, &hso, token_endpoint_handle, b.te, &err);
+    if (!b.http) {
+        log_error("cannot serve tokens on '%s': %s", b.conf->listen, strna(err));
+        return 1;
+    }
+    free(TAKE_PTR(err));
+    struct http_server_options hh = {.max_connections = 64, .max_per_ip = 16, .timeout_s = 10};
+    b.health = http_server_start(b.conf->health_listen, &hh, health_handle, &b, &err);
+    if (!b.health) {
+        log_error("cannot serve health and metrics on '%s': %s", b.conf->health_listen, strna(err));
+        return 1;
+    }
+    r = control_server_start(b.conf->control_socket, broker_ctl_ops, &b, &b.ctl);
+    if (r < 0) {
+        log_error_errno(r, "cannot open control socket '%s'", b.conf->control_socket);
+        return 1;
+    }
+    log_notice("idbrokerd %s serving tokens on %s (node '%s'), health on %s, control at %s",
+               IDB_VERSION, b.conf->listen, b.conf->node_name, b.conf->health_listen,
+               b.conf->control_socket);
+
+    for (;;) {
+        uint32_t ms = b.conf->source_poll_ms ? b.conf->source_poll_ms : 1000;
+        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_notice("received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        if (sig == SIGHUP) {
+            log_info("received SIGHUP, reloading");
+            broker_reload(&b, NULL);
+            continue;
+        }
+        pthread_mutex_lock(&b.reload_lock);
+        broker_reload_source(&b, false);
+        pthread_mutex_unlock(&b.reload_lock);
+    }
+    broker_shutdown(&b);
+    the_broker = NULL;
+    return 0;
+}
