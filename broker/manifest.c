@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Manifests of the files source. YAML goes through libyaml's event API into the same json-c tree that
- * JSON files produce, so one set of field readers serves both. YAML scalars stay strings (plain empty,
+ * Manifests of the files source. YAML goes through libyaml's event API into the same json-c tree
+ * that JSON files produce, so one set of field readers serves both. YAML scalars stay strings
+ * (plain empty,
  * "~" and "null" become JSON null, i.e. "absent"); the few numeric fields accept an integer or a
- * numeric string. Anchors and aliases are refused outright: with no aliases the tree is never larger
- * than the text, so the file size cap bounds the memory (no "billion laughs").
+ * numeric string. Anchors and aliases are refused outright: with no aliases the tree is never
+ * larger than the text, so the file size cap bounds the memory (no "billion laughs").
  */
+#include "manifest.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,11 +22,11 @@
 #include <yaml.h>
 
 #include <idbroker/errno.h>
+
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/macro.h>
 
 #include "limits.h"
-#include "manifest.h"
 #include "store.h"
 
 #define API_VERSION_CRD "aadpodidentity.k8s.io/v1"
@@ -140,12 +143,12 @@ static bool plain_null(const yaml_event_t *ev)
     if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
     const char *v = (const char *)ev->data.scalar.value;
-    return ev->data.scalar.length == 0 || streq(v, "~") || streq(v, "null") ||
-           streq(v, "Null") || streq(v, "NULL");
+    return ev->data.scalar.length == 0 || streq(v, "~") || streq(v, "null") || streq(v, "Null") ||
+           streq(v, "NULL");
 }
 
-static int build_node(struct ctx *c, yaml_parser_t *p, yaml_event_t *ev, unsigned depth,
-                      char *path, struct json_object **ret);
+static int build_node(struct ctx *c, yaml_parser_t *p, yaml_event_t *ev, unsigned depth, char *path,
+                      struct json_object **ret);
 
 static int fail_alias(struct ctx *c, const char *path)
 {
@@ -217,7 +220,8 @@ static int build_mapping(struct ctx *c, yaml_parser_t *p, unsigned depth, char *
             yaml_event_delete(&ev);
             return fail(c, path, "mapping keys must be plain strings");
         }
-        _cleanup_free_ char *key = strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
+        _cleanup_free_ char *key =
+            strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
         bool has_nul = strlen((const char *)ev.data.scalar.value) != ev.data.scalar.length;
         yaml_event_delete(&ev);
         if (!key)
@@ -248,8 +252,8 @@ static int build_mapping(struct ctx *c, yaml_parser_t *p, unsigned depth, char *
 }
 
 /* Builds the node that starts with *ev (consumed). Depth is capped, so the recursion is bounded. */
-static int build_node(struct ctx *c, yaml_parser_t *p, yaml_event_t *ev, unsigned depth,
-                      char *path, struct json_object **ret)
+static int build_node(struct ctx *c, yaml_parser_t *p, yaml_event_t *ev, unsigned depth, char *path,
+                      struct json_object **ret)
 {
     yaml_event_type_t type = ev->type;
     bool anchored = (type == YAML_SCALAR_EVENT && ev->data.scalar.anchor) ||
@@ -435,7 +439,8 @@ static int want_map(struct ctx *c, const char *path, struct json_object *v, size
     return 0;
 }
 
-/* RFC 1123 names as Kubernetes validates them: a label (namespaces) or a subdomain (object names). */
+/* RFC 1123 names as Kubernetes validates them: a label (namespaces) or a subdomain (object names).
+ */
 static bool dns_name_ok(const char *s, size_t max, bool dots)
 {
     size_t n = strlen(s);
@@ -711,8 +716,7 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
     p->labels = TAKE_PTR(m->labels);
     p->n_labels = m->n_labels;
     if (spec)
-        r = want_string(c, path, lookup(spec, sp, "nodeName", NULL, path, sizeof(path)),
-                        &p->node);
+        r = want_string(c, path, lookup(spec, sp, "nodeName", NULL, path, sizeof(path)), &p->node);
     if (r >= 0)
         r = (p->origin = origin_new(c)) ? 0 : -ENOMEM;
     if (r >= 0) {
@@ -768,7 +772,9 @@ static int parse_object(struct ctx *c, struct json_object *o, const char *prefix
         size_t n = json_object_array_length(items);
         for (size_t i = 0; i < n; i++) {
             char sub[PATH_MAX_CHARS];
-            snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+            /* Truncation of absurdly long paths only shortens the message. */
+            if (snprintf(sub, sizeof(sub), "%s[%zu]", path, i) < 0)
+                return -EINVAL;
             r = parse_object(c, json_object_array_get_idx(items, i), sub, true);
             if (r < 0)
                 return r;
@@ -1130,7 +1136,8 @@ int source_files_fingerprint(const char *dir, uint64_t *ret)
         return r;
     }
     /* FNV-1a over (name, size, mtime, inode) of every relevant file, in name order. stat follows
-     * symlinks, so a ConfigMap's "..data" swap changes the inode even when sizes and times agree. */
+     * symlinks, so a ConfigMap's "..data" swap changes the inode even when sizes and times agree.
+     */
     uint64_t h = UINT64_C(0xcbf29ce484222325);
     for (size_t i = 0; i < n; i++) {
         struct stat st;

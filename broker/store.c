@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The policy store: four tables keyed by (namespace, name) and three indexes, so that a decision costs
- * O(bindings that carry the pod's selector), not O(all bindings):
+ * The policy store: four tables keyed by (namespace, name) and three indexes, so that a decision
+ * costs O(bindings that carry the pod's selector), not O(all bindings):
  *
  *   bindings_by_ns_sel  (namespace, selector) -> bindings   namespaced decisions
  *   bindings_by_sel     ("", selector)        -> bindings   cluster-wide decisions and explain
  *   identities_by_name  ("", name)            -> identities cluster-wide identity lookup by name
  *   exceptions_by_ns    (namespace, "")       -> exceptions
  *
- * Every mutation reserves what it needs before it changes anything, so a failed store_put_*() leaves
- * the store as it was (and the caller still owns the object).
+ * Every mutation reserves what it needs before it changes anything, so a failed store_put_*()
+ * leaves the store as it was (and the caller still owns the object).
  */
+#include "store.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -20,9 +22,8 @@
 #include <strings.h>
 
 #include <idbroker/errno.h>
-#include <idbroker-internal/macro.h>
 
-#include "store.h"
+#include <idbroker-internal/macro.h>
 
 /* ---- hashing ---- */
 
@@ -214,8 +215,9 @@ static void vec_free(void *p)
     free(v);
 }
 
-/* Returns the vector for (a, b) with room for one more item, creating it if needed. The only step of
- * an index update that can fail; a vector created here and never filled is empty and harmless. */
+/* Returns the vector for (a, b) with room for one more item, creating it if needed. The only step
+ * of an index update that can fail; a vector created here and never filled is empty and harmless.
+ */
 static int mm_reserve(struct table *mm, const char *a, const char *b, struct vec **ret)
 {
     struct vec *v = table_get(mm, a, b);
@@ -392,7 +394,8 @@ void identity_update_hash(struct identity *i)
     h = fnv_str(h, i->ad_resource_id);
     h = fnv_str(h, i->secret_name);
     h = fnv_str(h, i->secret_namespace);
-    /* Annotations are a map: their order must not change the hash, so their mixed hashes are summed. */
+    /* Annotations are a map: their order must not change the hash, so their mixed hashes are
+     * summed. */
     uint64_t sum = 0;
     for (size_t k = 0; k < i->n_annotations; k++)
         sum += mix64(fnv_str(fnv_str(FNV_OFFSET, i->annotations[k].key), i->annotations[k].value));
@@ -552,8 +555,9 @@ int store_put_binding(struct store *s, struct binding *b)
 
     struct binding *old = primary_set(&s->bindings, existing, &fresh, b);
     if (old) {
-        /* The old binding may have had another selector. Take it out of its vectors without dropping
-         * them (v_ns / v_all may be the same vectors), add b, and only then drop emptied ones. */
+        /* The old binding may have had another selector. Take it out of its vectors without
+         * dropping them (v_ns / v_all may be the same vectors), add b, and only then drop emptied
+         * ones. */
         mm_remove_keep(&s->bindings_by_ns_sel, old->namespace, nz(old->selector), old);
         mm_remove_keep(&s->bindings_by_sel, "", nz(old->selector), old);
     }
@@ -829,8 +833,8 @@ struct json_object *identity_to_json(const struct identity *i)
         r = jadd_str(spec, "clientID", i->client_id);
     if (r >= 0)
         r = jadd_str(spec, "tenantID", i->tenant_id);
-    if (r >= 0 && ((i->secret_name && *i->secret_name) ||
-                   (i->secret_namespace && *i->secret_namespace))) {
+    if (r >= 0 &&
+        ((i->secret_name && *i->secret_name) || (i->secret_namespace && *i->secret_namespace))) {
         struct json_object *cp = json_object_new_object();
         r = jadd(spec, "clientPassword", cp);
         if (r >= 0)
@@ -936,8 +940,8 @@ static void describe(char *buf, size_t n, enum cand_status st, const struct bind
 {
     switch (st) {
     case CAND_OK:
-        snprintf(buf, n, "binding %s/%s (weight %" PRId64 ") grants identity %s/%s",
-                 b->namespace, b->name, b->weight, i->namespace, i->name);
+        snprintf(buf, n, "binding %s/%s (weight %" PRId64 ") grants identity %s/%s", b->namespace,
+                 b->name, b->weight, i->namespace, i->name);
         break;
     case CAND_OTHER_NAMESPACE:
         snprintf(buf, n,
@@ -1019,8 +1023,7 @@ static bool better(const struct binding *b, const struct identity *i, const stru
     return c < 0;
 }
 
-static const struct pod_exception *find_exception(const struct store *s,
-                                                  const struct pod_meta *pod,
+static const struct pod_exception *find_exception(const struct store *s, const struct pod_meta *pod,
                                                   const struct kv **ret_label)
 {
     const struct vec *v = mm_get(&s->exceptions_by_ns, pod->namespace, "");
@@ -1120,8 +1123,8 @@ int store_decide(const struct store *s, const struct store_policy *p, const char
             snprintf(d.reason, sizeof(d.reason), "no usable binding: %s", why);
         } else if (p->namespaced)
             snprintf(d.reason, sizeof(d.reason),
-                     "no AzureIdentityBinding selects label %s=%s in namespace %s",
-                     STORE_POD_LABEL, value, ns);
+                     "no AzureIdentityBinding selects label %s=%s in namespace %s", STORE_POD_LABEL,
+                     value, ns);
         else
             snprintf(d.reason, sizeof(d.reason),
                      "no AzureIdentityBinding selects label %s=%s in any namespace",
@@ -1150,8 +1153,8 @@ int store_decide(const struct store *s, const struct store_policy *p, const char
     snprintf(d.reason, sizeof(d.reason), "bound by binding %s/%s (weight %" PRId64 ")%s",
              best_b->namespace, best_b->name, best_b->weight,
              sel != SELECTOR_NONE ? "; matches the requested identity"
-             : other_i ? "; chosen among several identities by weight, then name"
-                       : "");
+             : other_i            ? "; chosen among several identities by weight, then name"
+                                  : "");
 out:
     *ret = d;
     return 0;
@@ -1188,7 +1191,8 @@ static int binding_ptr_cmp(const void *x, const void *y)
     return c ? c : strcmp(a->name, b->name);
 }
 
-/* Appends to `arr` one entry per binding that carries the pod's selector, in any namespace, sorted. */
+/* Appends to `arr` one entry per binding that carries the pod's selector, in any namespace, sorted.
+ */
 static int explain_candidates(const struct store *s, const struct store_policy *p,
                               const struct pod_meta *pod, const struct decision *d,
                               struct json_object *arr)
@@ -1216,8 +1220,9 @@ static int explain_candidates(const struct store *s, const struct store_policy *
         }
         int r = jadd(c, "binding", ns_name_json(b->namespace, b->name));
         if (r >= 0)
-            r = jadd(c, "identity", i ? ns_name_json(i->namespace, i->name)
-                                      : ns_name_json(b->namespace, b->identity));
+            r = jadd(c, "identity",
+                     i ? ns_name_json(i->namespace, i->name)
+                       : ns_name_json(b->namespace, b->identity));
         if (r >= 0)
             r = jadd(c, "weight", json_object_new_int64(b->weight));
         if (r >= 0)
@@ -1253,7 +1258,8 @@ struct json_object *store_explain(const struct store *s, const struct store_poli
         r = jadd_str(o, "reason", d.reason);
     if (r >= 0)
         r = json_object_object_add(
-            o, "identity", d.identity ? ns_name_json(d.identity->namespace, d.identity->name) : NULL);
+            o, "identity",
+            d.identity ? ns_name_json(d.identity->namespace, d.identity->name) : NULL);
     if (r >= 0)
         r = json_object_object_add(
             o, "binding", d.binding ? ns_name_json(d.binding->namespace, d.binding->name) : NULL);
