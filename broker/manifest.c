@@ -379,6 +379,8 @@ static int want_int(struct ctx *c, const char *path, struct json_object *v, int6
 
 static void kv_array_free(struct kv *kv, size_t n)
 {
+    if (!kv)
+        return;
     for (size_t i = 0; i < n; i++) {
         free(kv[i].key);
         free(kv[i].value);
@@ -874,7 +876,8 @@ static int parse_json(struct ctx *c, const char *text, size_t len)
     struct json_tokener *tok = json_tokener_new_ex(MANIFEST_MAX_DEPTH);
     if (!tok)
         return -ENOMEM;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
+                                    JSON_TOKENER_VALIDATE_UTF8);
     int r = 0;
     size_t off = 0;
     for (;;) {
