@@ -353,10 +353,7 @@ static int want_int(struct ctx *c, const char *path, struct json_object *v, int6
 {
     int64_t x;
     if (json_object_is_type(v, json_type_int)) {
-        errno = 0;
-        x = json_object_get_int64(v);
-        if (errno != 0 && (x == INT64_MAX || x == INT64_MIN))
-            return fail_type(c, path, "an integer", v);
+        x = json_object_get_int64(v); /* json-c clamps out-of-range values; the bounds catch them */
     } else if (json_object_is_type(v, json_type_string)) {
         const char *s = json_object_get_string(v);
         char *end;
@@ -481,8 +478,10 @@ static void meta_done(struct meta *m)
     *m = (struct meta){0};
 }
 
+/* Reads metadata; labels and annotations only where the kind keeps them (others are not looked at,
+ * so a Pod copied from a cluster with many annotations still loads). */
 static int parse_meta(struct ctx *c, struct json_object *o, const char *prefix, bool labels,
-                      struct meta *m)
+                      bool annotations, struct meta *m)
 {
     char path[PATH_MAX_CHARS];
     struct json_object *md = lookup(o, prefix, "metadata", NULL, path, sizeof(path));
@@ -520,12 +519,17 @@ static int parse_meta(struct ctx *c, struct json_object *o, const char *prefix, 
     r = want_string(c, path, lookup(md, mprefix, "uid", NULL, path, sizeof(path)), &m->uid);
     if (r < 0)
         return r;
-    struct json_object *v = lookup(md, mprefix, "annotations", NULL, path, sizeof(path));
-    r = want_map(c, path, v, MANIFEST_MAX_LABELS, &m->annotations, &m->n_annotations);
-    if (r < 0 || !labels)
-        return r;
-    v = lookup(md, mprefix, "labels", NULL, path, sizeof(path));
-    return want_map(c, path, v, MANIFEST_MAX_LABELS, &m->labels, &m->n_labels);
+    if (annotations) {
+        struct json_object *v = lookup(md, mprefix, "annotations", NULL, path, sizeof(path));
+        r = want_map(c, path, v, MANIFEST_MAX_LABELS, &m->annotations, &m->n_annotations);
+        if (r < 0)
+            return r;
+    }
+    if (labels) {
+        struct json_object *v = lookup(md, mprefix, "labels", NULL, path, sizeof(path));
+        r = want_map(c, path, v, MANIFEST_MAX_LABELS, &m->labels, &m->n_labels);
+    }
+    return r;
 }
 
 static char *origin_new(const struct ctx *c)
@@ -736,13 +740,14 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
 static const struct {
     const char *kind;
     const char *api_version;
-    bool labels; /* metadata.labels are kept */
+    bool labels;      /* metadata.labels are kept */
+    bool annotations; /* metadata.annotations are kept */
     int (*parse)(struct ctx *c, struct json_object *o, const char *prefix, struct meta *m);
 } kinds[] = {
-    {"AzureIdentity", API_VERSION_CRD, false, parse_identity},
-    {"AzureIdentityBinding", API_VERSION_CRD, false, parse_binding},
-    {"AzurePodIdentityException", API_VERSION_CRD, false, parse_exception},
-    {"Pod", API_VERSION_CORE, true, parse_pod},
+    {"AzureIdentity", API_VERSION_CRD, false, true, parse_identity},
+    {"AzureIdentityBinding", API_VERSION_CRD, false, false, parse_binding},
+    {"AzurePodIdentityException", API_VERSION_CRD, false, false, parse_exception},
+    {"Pod", API_VERSION_CORE, true, false, parse_pod},
 };
 
 static int parse_object(struct ctx *c, struct json_object *o, const char *prefix, bool in_list)
@@ -798,7 +803,7 @@ static int parse_object(struct ctx *c, struct json_object *o, const char *prefix
         }
         /* The parsers move what they keep out of m; the rest is freed here. */
         struct meta m = {0};
-        r = parse_meta(c, o, prefix, kinds[k].labels, &m);
+        r = parse_meta(c, o, prefix, kinds[k].labels, kinds[k].annotations, &m);
         if (r >= 0)
             r = kinds[k].parse(c, o, prefix, &m);
         meta_done(&m);
