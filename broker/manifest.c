@@ -2,10 +2,10 @@
 /*
  * Manifests of the files source. YAML goes through libyaml's event API into the same json-c tree
  * that JSON files produce, so one set of field readers serves both. YAML scalars stay strings
- * (plain empty,
- * "~" and "null" become JSON null, i.e. "absent"); the few numeric fields accept an integer or a
- * numeric string. Anchors and aliases are refused outright: with no aliases the tree is never
- * larger than the text, so the file size cap bounds the memory (no "billion laughs").
+ * (plain empty, "~" and "null" become JSON null, i.e. "absent"); the few numeric fields accept an
+ * integer or a numeric string. Anchors and aliases are refused outright: with no aliases the tree
+ * is never larger than a small multiple of the text, so the file size cap bounds the memory (no
+ * "billion laughs").
  */
 #include "manifest.h"
 
@@ -107,12 +107,13 @@ static int fail_type(struct ctx *c, const char *path, const char *what, struct j
     return fail(c, path, "expected %s, got '%s'", what, q);
 }
 
+/* "prefix.key" into buf; an absurdly long path is cut short, which only shortens a message. */
 static void path_join(char *buf, size_t n, const char *prefix, const char *key)
 {
-    if (prefix && *prefix)
-        snprintf(buf, n, "%s.%s", prefix, key);
-    else
-        snprintf(buf, n, "%s", key);
+    int k =
+        (prefix && *prefix) ? snprintf(buf, n, "%s.%s", prefix, key) : snprintf(buf, n, "%s", key);
+    if (k < 0)
+        buf[0] = '\0';
 }
 
 /* ---- YAML to json-c ---- */
@@ -569,7 +570,7 @@ static int parse_identity(struct ctx *c, struct json_object *o, const char *pref
 {
     int r;
     char sp[PATH_MAX_CHARS], path[PATH_MAX_CHARS];
-    struct json_object *spec;
+    struct json_object *spec = NULL;
     r = get_spec(c, o, prefix, true, &spec, sp, sizeof(sp));
     if (r < 0)
         return r;
@@ -639,7 +640,7 @@ static int parse_binding(struct ctx *c, struct json_object *o, const char *prefi
 {
     int r;
     char sp[PATH_MAX_CHARS], path[PATH_MAX_CHARS];
-    struct json_object *spec;
+    struct json_object *spec = NULL;
     r = get_spec(c, o, prefix, true, &spec, sp, sizeof(sp));
     if (r < 0)
         return r;
@@ -676,7 +677,7 @@ static int parse_exception(struct ctx *c, struct json_object *o, const char *pre
 {
     int r;
     char sp[PATH_MAX_CHARS], path[PATH_MAX_CHARS];
-    struct json_object *spec;
+    struct json_object *spec = NULL;
     r = get_spec(c, o, prefix, false, &spec, sp, sizeof(sp));
     if (r < 0)
         return r;
@@ -708,7 +709,7 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
 {
     int r;
     char sp[PATH_MAX_CHARS], path[PATH_MAX_CHARS];
-    struct json_object *spec;
+    struct json_object *spec = NULL;
     r = get_spec(c, o, prefix, false, &spec, sp, sizeof(sp));
     if (r < 0)
         return r;
@@ -758,15 +759,13 @@ static int parse_object(struct ctx *c, struct json_object *o, const char *prefix
     if (++c->objects > MANIFEST_MAX_DOCS)
         return fail(c, NULL, "more than %d objects", MANIFEST_MAX_DOCS);
 
-    char *kind, *api;
+    _cleanup_free_ char *kind = NULL, *api = NULL;
     int r = want_string_field(c, o, prefix, "kind", NULL, true, &kind);
     if (r < 0)
         return r;
-    _cleanup_free_ char *kind_f = kind;
     r = want_string_field(c, o, prefix, "apiVersion", NULL, false, &api);
     if (r < 0)
         return r;
-    _cleanup_free_ char *api_f = api;
 
     if (streq(kind, "List")) {
         if (in_list)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The policy store: four tables keyed by (namespace, name) and three indexes, so that a decision
+ * The policy store: four tables keyed by (namespace, name) and four indexes, so that a decision
  * costs O(bindings that carry the pod's selector), not O(all bindings):
  *
  *   bindings_by_ns_sel  (namespace, selector) -> bindings   namespaced decisions

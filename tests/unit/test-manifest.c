@@ -222,28 +222,32 @@ static void test_yaml_list_and_capitalised(void **state)
     store_free(s);
 }
 
+#define IDENTITY_TYPE_FMT                                                                          \
+    "apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentity\nmetadata: {name: n}\n"             \
+    "spec: {type: %s}\n"
+#define BINDING_WEIGHT_FMT                                                                         \
+    "apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentityBinding\nmetadata: {name: b}\n"      \
+    "spec: {azureIdentity: i, selector: s, weight: %s}\n"
+
 static void test_numbers(void **state)
 {
     (void)state;
-    const char *fmt = "apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentity\n"
-                      "metadata: {name: n}\nspec: {type: %s}\n";
     const char *good[] = {"0", "\"0\"", "'2'", "1"};
     for (size_t k = 0; k < sizeof(good) / sizeof(good[0]); k++) {
         char buf[256];
-        snprintf(buf, sizeof(buf), fmt, good[k]);
+        snprintf(buf, sizeof(buf), IDENTITY_TYPE_FMT, good[k]);
         struct store *s = parse_ok(buf, "n.yaml");
         assert_non_null(store_get_identity(s, "default", "n"));
         store_free(s);
     }
-    const char *bfmt = "apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentityBinding\n"
-                       "metadata: {name: b}\nspec: {azureIdentity: i, selector: s, weight: %s}\n";
-    char buf[256];
-    snprintf(buf, sizeof(buf), bfmt, "-12");
-    struct store *s = parse_ok(buf, "b.yaml");
-    store_free(s);
-    snprintf(buf, sizeof(buf), bfmt, "~");
-    s = parse_ok(buf, "b.yaml");
-    store_free(s);
+    const char *weights[] = {"-12", "~", "\"+7\"", "2147483647"};
+    for (size_t k = 0; k < sizeof(weights) / sizeof(weights[0]); k++) {
+        char buf[256];
+        snprintf(buf, sizeof(buf), BINDING_WEIGHT_FMT, weights[k]);
+        struct store *s = parse_ok(buf, "b.yaml");
+        assert_int_equal(store_count_bindings(s), 1);
+        store_free(s);
+    }
 }
 
 static void test_error_messages(void **state)
