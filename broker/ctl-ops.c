@@ -226,7 +226,7 @@ static int op_providers(void *ud, struct json_object *req, struct json_object **
 static int op_explain(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
 {
     struct broker *b = ud;
-    const char *ns, *name;
+    const char *ns = NULL, *name = NULL;
     int r = get_pod_args(req, &ns, &name, ret_error);
     if (r < 0)
         return r;
@@ -257,7 +257,7 @@ static int op_explain(void *ud, struct json_object *req, struct json_object **re
 static int op_token(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
 {
     struct broker *b = ud;
-    const char *ns, *name;
+    const char *ns = NULL, *name = NULL;
     int r = get_pod_args(req, &ns, &name, ret_error);
     if (r < 0)
         return r;
@@ -349,7 +349,7 @@ static int op_unregister(void *ud, struct json_object *req, struct json_object *
         const char *ifn = json_get_str(req, "ifName");
         r = registry_remove(b->registry, cid, ifn ? ifn : "eth0", true);
     } else {
-        const char *ns, *name;
+        const char *ns = NULL, *name = NULL;
         r = get_pod_args(req, &ns, &name, ret_error);
         if (r < 0)
             return r;
