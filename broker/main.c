@@ -36,6 +36,8 @@
 #include "token-cache.h"
 #include "token-endpoint.h"
 
+#define SHUTDOWN_GRACE_MS 2000
+
 static struct broker *the_broker;
 
 static int host_issue_via(const char *provider, const struct idb_token_req *req,
@@ -298,6 +300,13 @@ static void broker_shutdown(struct broker *b)
     b->ctl = control_server_stop(b->ctl);
     b->http = http_server_stop(b->http);
     b->health = http_server_stop(b->health);
+    /* A provider call that hangs must not hold up the exit: give running fetches a grace period,
+     * then leave without freeing what they still use (the registrations are on disk already). */
+    if (token_cache_wait_idle(b->cache, now_monotonic_ms() + SHUTDOWN_GRACE_MS) < 0) {
+        log_warning("a provider call is still running after %d ms, exiting without waiting",
+                    SHUTDOWN_GRACE_MS);
+        _exit(0);
+    }
     b->te = token_endpoint_free(b->te);
     b->issuer = issuer_free(b->issuer);
     b->cache = token_cache_free(b->cache);
