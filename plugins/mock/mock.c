@@ -324,8 +324,10 @@ static int jwks_write(struct mock *m, const char *path, const char *n, const cha
     if (!text || asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
         goto out;
     r = ensure_parent_dir(path);
-    if (r < 0)
+    if (r < 0) {
+        LOG(m, IDB_LOG_ERR, "cannot create the directory of '%s': %s", path, m->host->strerror(r));
         goto out;
+    }
     fd = mkstemp(tmp);
     if (fd < 0) {
         r = -errno;
