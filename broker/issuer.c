@@ -29,6 +29,7 @@
  * provider called "via…" is mistaken for one. */
 #define VIA_PREFIX "+via"
 #define RATE_BUCKETS 1024
+#define RATE_SWEEP_MS 10000
 
 /* A per-pod token bucket, keyed by containerId@ifName. */
 struct bucket {
@@ -45,6 +46,7 @@ struct issuer {
     struct issuer_options o;
     char *type_providers[3];
     struct bucket *buckets[RATE_BUCKETS];
+    uint64_t last_sweep_ms;
 };
 
 /* Everything a provider call needs, copied out of the store so the fetch may outlive the request.
@@ -259,6 +261,22 @@ static uint64_t hash_str(const char *s)
 }
 
 /* Token bucket per pod attachment. Returns 0 if allowed, else the seconds to wait. */
+/* Drops buckets that have been idle long enough to be full again: a fresh bucket is identical, so this
+ * loses nothing, and the table stays as small as the set of recently active pods. Lock held. */
+static void sweep_buckets(struct issuer *is, uint64_t now)
+{
+    double refill_ms = 1000.0 * is->o.rate_burst / is->o.rate_per_pod;
+    for (size_t i = 0; i < RATE_BUCKETS; i++)
+        for (struct bucket **p = &is->buckets[i]; *p;) {
+            struct bucket *b = *p;
+            if ((double)(now - b->last_ms) >= refill_ms) {
+                *p = b->next;
+                free(b);
+            } else
+                p = &b->next;
+        }
+}
+
 static uint32_t rate_check(struct issuer *is, const struct registration *reg)
 {
     char key[sizeof(((struct bucket *)0)->key)];
@@ -269,6 +287,10 @@ static uint32_t rate_check(struct issuer *is, const struct registration *reg)
     if (is->o.rate_per_pod == 0) {
         pthread_mutex_unlock(&is->lock);
         return 0;
+    }
+    if (now - is->last_sweep_ms >= RATE_SWEEP_MS) {
+        sweep_buckets(is, now);
+        is->last_sweep_ms = now;
     }
     struct bucket **slot = &is->buckets[hash_str(key) % RATE_BUCKETS], *b = *slot;
     while (b && !streq(b->key, key))
