@@ -502,18 +502,24 @@ static void reply_api_version(struct http_response *resp, bool missing)
     reply_json_obj(resp, 400, o);
 }
 
-/* Length of s as a JSON string body (without quotes). */
-static size_t json_escaped_len(const char *s)
+/* Length of s as a JSON string body (without quotes), and its plain length in *ret_len. */
+static size_t json_escaped_len(const char *s, size_t *ret_len)
 {
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        n += (*p == '"' || *p == '\\') ? 2 : *p < 0x20 ? 6 : 1;
-    return n;
+    size_t n = 0, extra = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+        extra += (*p == '"' || *p == '\\') ? 1 : *p < 0x20 ? 5 : 0;
+    *ret_len = n;
+    return n + extra;
 }
 
-static char *json_escape_to(char *dst, const char *s)
+/* Writes s (len bytes) escaped; a value with nothing to escape (every JWT) is one memcpy. */
+static char *json_escape_to(char *dst, const char *s, size_t len, size_t escaped_len)
 {
     static const char hex[] = "0123456789abcdef";
+    if (escaped_len == len) {
+        memcpy(dst, s, len);
+        return dst + len;
+    }
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\') {
             *dst++ = '\\';
@@ -554,8 +560,11 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
     snprintf(nums[2], sizeof(nums[2]), "%llu", (unsigned long long)ext);
     snprintf(nums[3], sizeof(nums[3]), "%llu", (unsigned long long)nbf);
 
-    const char *keys[] = {"access_token",   "client_id",  "expires_in", "expires_on",
-                          "ext_expires_in", "not_before", "resource",   "token_type"};
+    /* The keys need no escaping; each is written with its quotes and colon. */
+    static const char *const keys[] = {"{\"access_token\":\"",     "\",\"client_id\":\"",
+                                       "\",\"expires_in\":\"",     "\",\"expires_on\":\"",
+                                       "\",\"ext_expires_in\":\"", "\",\"not_before\":\"",
+                                       "\",\"resource\":\"",       "\",\"token_type\":\""};
     const char *vals[] = {t->access_token ? t->access_token : "",
                           client_id ? client_id : "",
                           nums[0],
@@ -564,26 +573,25 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
                           nums[3],
                           resource ? resource : "",
                           "Bearer"};
-    size_t total = 2; /* {} */
-    for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-        total += (i ? 1 : 0) + strlen(keys[i]) + 2 + 1 + json_escaped_len(vals[i]) + 2;
+    size_t len[ELEMENTSOF(vals)], esc[ELEMENTSOF(vals)];
+    size_t total = 2; /* "} */
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        esc[i] = json_escaped_len(vals[i], &len[i]);
+        total += strlen(keys[i]) + esc[i];
+    }
 
     char *body = malloc(total + 1);
     if (!body)
         return -ENOMEM;
     char *p = body;
-    *p++ = '{';
     for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-        if (i)
-            *p++ = ',';
-        *p++ = '"';
-        p = json_escape_to(p, keys[i]);
-        memcpy(p, "\":\"", 3);
-        p += 3;
-        p = json_escape_to(p, vals[i]);
-        *p++ = '"';
+        size_t kl = strlen(keys[i]);
+        memcpy(p, keys[i], kl);
+        p += kl;
+        p = json_escape_to(p, vals[i], len[i], esc[i]);
     }
-    *p++ = '}';
+    memcpy(p, "\"}", 2);
+    p += 2;
     *p = '\0';
     *ret = body;
     *ret_len = (size_t)(p - body);
