@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * idbroker's nftables rules (DESIGN §4, §6; THREATS T1, T3, T9, T13, T22). Two tables of our own,
+ * both named "idbroker", whose rules never change with the pod count; pods are elements of sets:
+ *
+ *   table inet idbroker      sets pods4 / pods6 { iface_index . address }: (where the pod's traffic
+ *                            enters the node's IP stack: the bridge or the ptp veth) . (pod
+ * address) chain nat_pre          nat prerouting, priority -110: metadataAddress:metadataPort from
+ * a registered (iif . saddr) is DNATed to brokerAddress:brokerPort chain guard            filter
+ * prerouting, priority -90 (after NAT): everything else to the metadata address is dropped (and its
+ * IPv6 spellings ::ffff:M and 64:ff9b::M); the broker address only accepts registered (iif . saddr)
+ *   table bridge idbroker    per-port anti-spoofing behind a bridge, where the inet family sees
+ * only the bridge: sets ports, mac_ports, port_mac, port_ip4, port_ip6 chain guard filter
+ * prerouting: a registered port may only use its pod's MAC (so it cannot steal another pod's FDB
+ * entry or ARP binding and its replies), and traffic to the metadata or broker address must carry
+ * the port's own pod address
+ *
+ * Every transaction first re-asserts this base (add table/set/chain is idempotent; the chains are
+ * flushed and rewritten), so each one is self-contained, repairs tampering and costs the same with
+ * 1 or 10,000 pods. Elements are removed with "add, then delete", which never fails on absent
+ * elements. All of it goes through libnftables in one batch: no nft or iptables process.
+ */
+#ifndef IDB_CNI_NFT_H
+#define IDB_CNI_NFT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <idbroker-internal/buf.h>
+#include <idbroker-internal/registration.h>
+
+#include "attachment.h"
+
+#define NFT_TABLE "idbroker"
+#define NFT_MAX_SCRIPT (256 * 1024 * 1024) /* GC of 65536 attachments stays far below */
+#define NFT_NAT_PRIORITY (-110)            /* before dstnat (-100) chains of others */
+#define NFT_GUARD_PRIORITY (-90)           /* after every dstnat chain */
+#define NFT_MAX_ELEMS_PER_ATTACHMENT (3 + 2 * REG_MAX_IPS)
+
+struct nft_params {
+    struct reg_ip metadata;
+    uint16_t metadata_port;
+    struct reg_ip broker;
+    uint16_t broker_port;
+};
+
+/* One set element: "add element <family> idbroker <set> { <key> }". */
+struct nft_elem {
+    const char *family; /* "inet" | "bridge" */
+    const char *set;
+    char key[96];
+};
+
+/* The elements that represent attachment a. Returns their number (<= max). */
+size_t nft_elements(const struct attachment *a, struct nft_elem *ret, size_t max);
+
+/* Append to b (STYLE R11: b's cap bounds the script). Return 0, -E2BIG or -ENOMEM. */
+int nft_script_base(struct buf *b, const struct nft_params *p);
+int nft_script_add(struct buf *b, const struct attachment *a);
+/* Removes a's elements, except those that `keep` (borrowed, may be NULL) also has. */
+int nft_script_remove(struct buf *b, const struct attachment *a, const struct attachment *keep);
+/* Empties every set (GC rebuilds them from the records). */
+int nft_script_flush_sets(struct buf *b);
+
+/* Runs script as ONE transaction in the current network namespace (all or nothing). With dry_run
+ * the kernel checks it without committing. On failure returns -EIO and *ret_error (optional,
+ * returns new) holds nft's message. */
+int nft_apply(const char *script, bool dry_run, char **ret_error);
+
+/* Verifies that idbroker's chains exist with their redirect and that every element of a is present.
+ * Returns 0, -ENOENT (with *ret_error saying what is missing) or -EIO. */
+int nft_check(const struct attachment *a, char **ret_error);
+
+#endif
