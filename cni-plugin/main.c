@@ -22,12 +22,15 @@
 #include "cni-result.h"
 #include "conf.h"
 
+/* Each command, and the first spec version that has it (older configs are refused, as libcni and
+ * the reference plugins' skel do). */
 static const struct {
     const char *name;
     cmd_fn fn;
+    const char *since;
 } commands[] = {
-    {"ADD", cmd_add}, {"DEL", cmd_del},       {"CHECK", cmd_check},
-    {"GC", cmd_gc},   {"STATUS", cmd_status},
+    {"ADD", cmd_add, "0.3.0"}, {"DEL", cmd_del, "0.3.0"},       {"CHECK", cmd_check, "0.4.0"},
+    {"GC", cmd_gc, "1.1.0"},   {"STATUS", cmd_status, "1.1.0"},
 };
 
 static int print_line(const char *text)
@@ -107,9 +110,12 @@ int main(void)
     }
 
     cmd_fn fn = NULL;
+    const char *since = NULL;
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-        if (streq(env.command, commands[i].name))
+        if (streq(env.command, commands[i].name)) {
             fn = commands[i].fn;
+            since = commands[i].since;
+        }
     if (!fn) {
         buf_done(&in);
         cni_fail(&err, CNI_ERR_INVALID_ENV, -EINVAL, "invalid environment variable",
@@ -126,6 +132,14 @@ int main(void)
         return print_error(&err, version);
     }
     buf_done(&in);
+    if (cni_version_cmp(conf.cni_version, since) < 0) {
+        cni_fail(&err, CNI_ERR_INCOMPATIBLE_VERSION, -EPROTONOSUPPORT,
+                 "config version does not allow this command", "%s needs cniVersion %s or later",
+                 env.command, since);
+        int rc = print_error(&err, conf.cni_version);
+        conf_done(&conf);
+        return rc;
+    }
 
     _cleanup_close_ int log_fd = -1;
     if (conf.log_file[0]) {
