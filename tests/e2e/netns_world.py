@@ -98,6 +98,7 @@ def wait_for(cond, what, tries=200, delay=0.05):
     for _ in range(tries):
         v = cond()
         if v:
+            check(True, what)
             return v
         time.sleep(delay)
     check(False, "waited for %s" % what)
@@ -498,6 +499,8 @@ def elem_keys(elems):
 
 def _serve_http(addr, port, name, log):
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, for the pre-existing connection test (T5)
+
         def do_GET(self):
             rec = {"server": name, "client": self.client_address[0], "path": self.path,
                    "metadata": self.headers.get("Metadata")}
