@@ -288,10 +288,8 @@ static int parse_mac(const char *s, uint8_t ret[6])
     return 0;
 }
 
-static int bad_prev(struct cni_error *err, const char *fmt, const char *what)
-{
-    return cni_fail(err, CNI_ERR_INVALID_CONFIG, -EINVAL, "invalid prevResult", fmt, what);
-}
+#define bad_prev(err, ...)                                                                         \
+    cni_fail((err), CNI_ERR_INVALID_CONFIG, -EINVAL, "invalid prevResult", __VA_ARGS__)
 
 /* "IP/len" -> address and prefix length. */
 static int parse_cidr(const char *s, struct conf_ip *ret)
