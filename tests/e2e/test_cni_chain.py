@@ -8,6 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from netns_world import (  # noqa: E402
+    SOURCE,
     VERSIONS,
     World,
     check,
@@ -124,6 +125,27 @@ def ptp(w):
     equal(w.requests(w.imds_log), [], "ptp: the stand-in IMDS saw no pod request")
 
 
+def example_conflist(w, path):
+    """conf/*.conflist as shipped, with only the world's paths (and bridge name) substituted."""
+    import json
+
+    with open(os.path.join(SOURCE, "conf", path)) as f:
+        cl = json.load(f)
+    primary, idb = cl["plugins"]
+    if primary["type"] == "bridge":
+        primary["bridge"] = w.bridge
+    primary["ipam"]["dataDir"] = w.ipam_dir
+    idb.update(stateDir=w.state_dir, brokerSocket=w.broker_socket, logFile=w.cni_log)
+    pod = w.add_pod(cl, "ex" + primary["type"])
+    rc, status, body = pod.curl()
+    check(rc == 0 and pod.ip in body, "conf/%s: the pod reaches the broker as itself" % path)
+    code, _, _ = w.chain("CHECK", cl, pod)
+    equal(code, 0, "conf/%s: CHECK" % path)
+    code, _, _ = w.chain("DEL", cl, pod)
+    equal(code, 0, "conf/%s: DEL" % path)
+    equal(w.requests(w.imds_log), [], "conf/%s: the stand-in IMDS saw no pod request" % path)
+
+
 def main():
     with World("chn") as w:
         w.start_imds()
@@ -143,6 +165,11 @@ def main():
         w.start_imds()
         w.start_broker_standin()
         ptp(w)
+    for path, primary in (("10-idbroker.conflist", "bridge"), ("10-idbroker-ptp.conflist", "ptp")):
+        with World("exa", primary=primary) as w:
+            w.start_imds()
+            w.start_broker_standin()
+            example_conflist(w, path)
 
 
 if __name__ == "__main__":
