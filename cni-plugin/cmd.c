@@ -237,6 +237,15 @@ static size_t find_stale(const struct cni_conf *conf, const struct attachment *a
     return n;
 }
 
+/* What a per-pod transaction starts with: the full base only when it is missing or outdated. */
+static int prologue(struct buf *script, const struct nft_params *params)
+{
+    if (nft_base_current(params))
+        return nft_script_sets(script);
+    log_info("writing idbroker's nftables chains (missing or of another revision)");
+    return nft_script_base(script, params);
+}
+
 static int run_script(struct buf *script, bool dry_run, struct cni_error *err, unsigned code,
                       const char *msg)
 {
@@ -308,7 +317,7 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
     struct nft_params params = params_of(conf);
     struct buf script;
     buf_init(&script, NFT_MAX_SCRIPT);
-    r = nft_script_base(&script, &params);
+    r = prologue(&script, &params);
     if (r >= 0 && have_old)
         r = nft_script_remove(&script, old, a);
     for (size_t i = 0; r >= 0 && i < n_stale; i++)
@@ -353,7 +362,7 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
         int saved = r;
         struct buf undo;
         buf_init(&undo, NFT_MAX_SCRIPT);
-        if (nft_script_base(&undo, &params) >= 0 && nft_script_remove(&undo, a, NULL) >= 0)
+        if (nft_script_sets(&undo) >= 0 && nft_script_remove(&undo, a, NULL) >= 0)
             (void)nft_apply(undo.data, false, NULL);
         buf_done(&undo);
         (void)registration_remove(conf->state_dir, a->container_id, a->if_name);
@@ -413,7 +422,7 @@ int cmd_del(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
         struct nft_params params = params_of(conf);
         struct buf script;
         buf_init(&script, NFT_MAX_SCRIPT);
-        r = nft_script_base(&script, &params);
+        r = prologue(&script, &params);
         if (r >= 0)
             r = nft_script_remove(&script, &a, NULL);
         if (r >= 0)

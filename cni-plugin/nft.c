@@ -29,7 +29,8 @@ static void endpoint_str(const struct reg_ip *ip, uint16_t port, char *buf, size
         snprintf(buf, size, "%s:%u", a, port);
 }
 
-int nft_script_base(struct buf *b, const struct nft_params *p)
+/* The tables, sets, chains and rules, without the revision marker. */
+static int base_rules(struct buf *b, const struct nft_params *p)
 {
     char m[INET6_ADDRSTRLEN], br[INET6_ADDRSTRLEN], to[INET6_ADDRSTRLEN + 16];
     ip_str(&p->metadata, m);
@@ -94,6 +95,71 @@ int nft_script_base(struct buf *b, const struct nft_params *p)
       fam, m, br, fam, sfx);
 #undef P
     return 0;
+}
+
+static const char sets_text[] =
+    "add table inet " NFT_TABLE "\n"
+    "add set inet " NFT_TABLE " pods4 { type iface_index . ipv4_addr; }\n"
+    "add set inet " NFT_TABLE " pods6 { type iface_index . ipv6_addr; }\n"
+    "add table bridge " NFT_TABLE "\n"
+    "add set bridge " NFT_TABLE " ports { type iface_index; }\n"
+    "add set bridge " NFT_TABLE " mac_ports { type iface_index; }\n"
+    "add set bridge " NFT_TABLE " port_mac { type iface_index . ether_addr; }\n"
+    "add set bridge " NFT_TABLE " port_ip4 { type iface_index . ipv4_addr; }\n"
+    "add set bridge " NFT_TABLE " port_ip6 { type iface_index . ipv6_addr; }\n";
+
+/* FNV-1a: a stable fingerprint of the base text, not a security measure. */
+static uint32_t fnv1a(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+int nft_base_revision(const struct nft_params *p, uint32_t *ret)
+{
+    struct buf body;
+    buf_init(&body, NFT_MAX_BASE);
+    int r = base_rules(&body, p);
+    if (r >= 0)
+        *ret = fnv1a(body.data, body.len);
+    buf_done(&body);
+    return r;
+}
+
+int nft_script_base(struct buf *b, const struct nft_params *p)
+{
+    struct buf body;
+    buf_init(&body, NFT_MAX_BASE);
+    int r = base_rules(&body, p);
+    if (r < 0) {
+        buf_done(&body);
+        return r;
+    }
+    uint32_t rev = fnv1a(body.data, body.len);
+    r = buf_append(b, body.data, body.len);
+    buf_done(&body);
+    if (r < 0)
+        return r;
+    static const char *const families[] = {"inet", "bridge"};
+    for (size_t i = 0; i < ELEMENTSOF(families); i++) {
+        r = buf_printf(b,
+                       "add set %s " NFT_TABLE " " NFT_REVISION_SET " { type mark; }\n"
+                       "flush set %s " NFT_TABLE " " NFT_REVISION_SET "\n"
+                       "add element %s " NFT_TABLE " " NFT_REVISION_SET " { 0x%08x }\n",
+                       families[i], families[i], families[i], rev);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int nft_script_sets(struct buf *b)
+{
+    return buf_puts(b, sets_text);
 }
 
 static void mac_str(const uint8_t *m, char *buf, size_t size)
@@ -267,6 +333,28 @@ static int check_with(struct nft_ctx *ctx, const struct attachment *a, char **re
         }
     }
     return 0;
+}
+
+bool nft_base_current(const struct nft_params *p)
+{
+    uint32_t rev;
+    if (nft_base_revision(p, &rev) < 0)
+        return false;
+    char want[16];
+    snprintf(want, sizeof(want), "0x%08x", rev);
+    struct nft_ctx *ctx = ctx_new(false);
+    if (!ctx)
+        return false;
+    bool current = true;
+    static const char *const cmds[] = {
+        "list set inet " NFT_TABLE " " NFT_REVISION_SET,
+        "list set bridge " NFT_TABLE " " NFT_REVISION_SET,
+    };
+    for (size_t i = 0; current && i < ELEMENTSOF(cmds); i++)
+        current = nft_run_cmd_from_buffer(ctx, cmds[i]) == 0 &&
+                  strstr(nft_ctx_get_output_buffer(ctx), want) != NULL;
+    nft_ctx_free(ctx);
+    return current;
 }
 
 int nft_check(const struct attachment *a, char **ret_error)

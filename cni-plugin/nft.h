@@ -36,6 +36,8 @@
 #define NFT_NAT_PRIORITY (-110)            /* before dstnat (-100) chains of others */
 #define NFT_GUARD_PRIORITY (-90)           /* after every dstnat chain */
 #define NFT_MAX_ELEMS_PER_ATTACHMENT (3 + 2 * REG_MAX_IPS)
+#define NFT_MAX_BASE (64 * 1024) /* the base script is ~3 KiB */
+#define NFT_REVISION_SET "base_rev"
 
 struct nft_params {
     struct reg_ip metadata;
@@ -55,12 +57,21 @@ struct nft_elem {
 size_t nft_elements(const struct attachment *a, struct nft_elem *ret, size_t max);
 
 /* Append to b (STYLE R11: b's cap bounds the script). Return 0, -E2BIG or -ENOMEM. */
+/* The full base: tables, sets, chains flushed and rewritten, and the revision marker. */
 int nft_script_base(struct buf *b, const struct nft_params *p);
+/* Only "add table" and "add set" (idempotent, cheap): for transactions when the base is current. */
+int nft_script_sets(struct buf *b);
 int nft_script_add(struct buf *b, const struct attachment *a);
 /* Removes a's elements, except those that `keep` (borrowed, may be NULL) also has. */
 int nft_script_remove(struct buf *b, const struct attachment *a, const struct attachment *keep);
 /* Empties every set (GC rebuilds them from the records). */
 int nft_script_flush_sets(struct buf *b);
+
+/* The revision of the base for p. Returns 0 or -ENOMEM/-E2BIG. */
+int nft_base_revision(const struct nft_params *p, uint32_t *ret);
+/* Whether both tables carry p's base revision (false on any error: the caller then writes the
+ * base). */
+bool nft_base_current(const struct nft_params *p);
 
 /* Runs script as ONE transaction in the current network namespace (all or nothing). With dry_run
  * the kernel checks it without committing. On failure returns -EIO and *ret_error (optional,

@@ -28,7 +28,7 @@ def err_code(out):
 
 def nothing_left(w, what):
     equal(w.state_files(), [], "%s: no registration or record" % what)
-    elems = {k: v for k, v in w.all_elements().items() if v}
+    elems = {k: v for k, v in w.all_elements().items() if v and not k.endswith("/base_rev")}
     equal(elems, {}, "%s: no set elements" % what)
 
 
@@ -125,6 +125,28 @@ def no_net_admin(w):
     equal(code, 0, "ADD again repairs it")
     code, out, _ = w.invoke("idbroker", "CHECK", okconf, ok)
     equal(code, 0, "CHECK passes again")
+    # Tampering with the node's rules: GC (and STATUS's full base) rewrite them.
+    w.node_exec(["nft", "flush chain inet idbroker nat_pre"], check=True)
+    code, out, _ = w.invoke("idbroker", "CHECK", okconf, ok)
+    equal((code, err_code(out)), (1, 102), "CHECK with the redirect rule flushed -> 102")
+    rc, _, _ = ok.curl(timeout=1)
+    check(rc != 0, "without the redirect the pod reaches nothing (the guard still drops)")
+    gc = dict(okconf, **{"cni.dev/valid-attachments": [{"containerID": ok.container_id, "ifname": "eth0"}]})
+    gc.pop("prevResult")
+    code, out, _ = w.invoke("idbroker", "GC", gc)
+    equal(code, 0, "GC")
+    code, out, _ = w.invoke("idbroker", "CHECK", okconf, ok)
+    equal(code, 0, "GC rewrote idbroker's chains")
+    rc, status, _ = ok.curl()
+    equal((rc, status), (0, 200), "the pod is served again")
+    # A new configuration (another revision) rewrites the chains at the next ADD.
+    other = dict(okconf, metadataPort=8080)
+    code, out, _ = w.invoke("idbroker", "ADD", other, ok)
+    equal(code, 0, "ADD with another metadataPort")
+    rules = w.node_exec(["nft", "list chain inet idbroker nat_pre"]).stdout
+    check("tcp dport 8080" in rules and "tcp dport 80 " not in rules, "the redirect follows the new configuration")
+    code, out, _ = w.invoke("idbroker", "ADD", okconf, ok)
+    equal(code, 0, "ADD with the original configuration")
     os.unlink(os.path.join(w.state_dir, "pods", "%s@eth0.json" % ok.container_id))
     code, out, _ = w.invoke("idbroker", "CHECK", okconf, ok)
     equal((code, err_code(out)), (1, 103), "CHECK without the registration -> 103")

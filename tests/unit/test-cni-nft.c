@@ -97,6 +97,7 @@ static void test_base_v4(void **state)
     assert_null(strstr(b.data, "route_localnet"));
     /* Rules are rewritten, never appended to: each chain is flushed before its rules. */
     assert_int_equal(count(b.data, "flush chain"), 3);
+    assert_int_equal(count(b.data, "flush set"), 2); /* the revision markers */
     buf_done(&b);
 }
 
@@ -118,6 +119,36 @@ static void test_base_v6(void **state)
              "drop comment \"broker: registered pods only\"");
     assert_null(strstr(b.data, "::ffff:"));
     buf_done(&b);
+}
+
+static void test_revision(void **state)
+{
+    (void)state;
+    struct nft_params p = v4_params(), q = v4_params();
+    uint32_t a, b, c;
+    assert_int_equal(nft_base_revision(&p, &a), 0);
+    assert_int_equal(nft_base_revision(&q, &b), 0);
+    assert_int_equal(a, b);
+    q.broker_port = 2580;
+    assert_int_equal(nft_base_revision(&q, &c), 0);
+    assert_int_not_equal(a, c);
+
+    /* The full base carries its revision in both tables; the cheap prologue only declares sets. */
+    struct buf s;
+    buf_init(&s, 1 << 20);
+    assert_int_equal(nft_script_base(&s, &p), 0);
+    char line[128];
+    snprintf(line, sizeof(line), "add element inet idbroker base_rev { 0x%08x }", a);
+    has_line(s.data, line);
+    snprintf(line, sizeof(line), "add element bridge idbroker base_rev { 0x%08x }", a);
+    has_line(s.data, line);
+    has_line(s.data, "flush set inet idbroker base_rev");
+    buf_reset(&s);
+    assert_int_equal(nft_script_sets(&s), 0);
+    assert_null(strstr(s.data, "chain"));
+    assert_null(strstr(s.data, "rule"));
+    has_line(s.data, "add set bridge idbroker port_mac { type iface_index . ether_addr; }");
+    buf_done(&s);
 }
 
 static void test_base_capped(void **state)
@@ -210,8 +241,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base_v4),     cmocka_unit_test(test_base_v6),
-        cmocka_unit_test(test_base_capped), cmocka_unit_test(test_elements),
-        cmocka_unit_test(test_remove),      cmocka_unit_test(test_flush_sets),
+        cmocka_unit_test(test_base_capped), cmocka_unit_test(test_revision),
+        cmocka_unit_test(test_elements),    cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_flush_sets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
