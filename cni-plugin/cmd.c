@@ -163,6 +163,13 @@ static int host_side(const struct conf_prev_result *pr, struct attachment *a, st
                 "prevResult names two host-side interfaces, '%s' and '%s'", routed.name, l.name);
         routed = l;
     }
+    const char *bad = port.ifindex && !nft_ifname_ok(port.name)                        ? port.name
+                      : port.ifindex && !nft_ifname_ok(bridge.name)                    ? bridge.name
+                      : !port.ifindex && routed.ifindex && !nft_ifname_ok(routed.name) ? routed.name
+                                                                                       : NULL;
+    if (bad)
+        return cni_fail(err, CNI_ERR_NO_HOST_SIDE, -EINVAL, "unsupported host-side interface name",
+                        "'%s' has characters other than [A-Za-z0-9._+-]", bad);
     if (port.ifindex) {
         a->port_ifindex = port.ifindex;
         memcpy(a->port_ifname, port.name, sizeof(a->port_ifname));
@@ -186,6 +193,9 @@ static int host_side(const struct conf_prev_result *pr, struct attachment *a, st
                 err, CNI_ERR_NO_HOST_SIDE, -EINVAL, "cannot tell the pod's host-side interface",
                 "the pod is behind bridge '%s' but prevResult names no port of it", routed.name);
     }
+    if (!nft_ifname_ok(routed.name))
+        return cni_fail(err, CNI_ERR_NO_HOST_SIDE, -EINVAL, "unsupported host-side interface name",
+                        "'%s' has characters other than [A-Za-z0-9._+-]", routed.name);
     a->l3_ifindex = routed.ifindex;
     memcpy(a->l3_ifname, routed.name, sizeof(a->l3_ifname));
     return 0;

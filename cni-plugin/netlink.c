@@ -84,7 +84,7 @@ static void fill_link(struct rtnl_link *l, struct netlink_link *ret)
 
 static int link_get(int ifindex, const char *name, struct netlink_link *ret)
 {
-    struct nl_sock *sk;
+    struct nl_sock *sk = NULL;
     int r = route_socket(&sk);
     if (r < 0)
         return r;
@@ -141,7 +141,7 @@ static int route_get(struct nl_sock *sk, const struct reg_ip *ip, int *ret_type,
 
 int netlink_route_dev(const struct reg_ip *ip, int *ret_ifindex)
 {
-    struct nl_sock *sk;
+    struct nl_sock *sk = NULL;
     int r = route_socket(&sk);
     if (r < 0)
         return r;
@@ -198,7 +198,7 @@ static int dummy_ensure(struct nl_sock *sk, int *ret_ifindex)
 
 int netlink_address_ensure(const struct reg_ip *addr, char ret_dev[IFNAMSIZ])
 {
-    struct nl_sock *sk;
+    struct nl_sock *sk = NULL;
     int r = route_socket(&sk);
     if (r < 0)
         return r;

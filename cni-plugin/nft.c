@@ -2,7 +2,9 @@
 #include "nft.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <net/if.h>
 #include <nftables/libnftables.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +50,8 @@ static int base_rules(struct buf *b, const struct nft_params *p)
     } while (0)
 
     P("add table inet " NFT_TABLE "\n"
-      "add set inet " NFT_TABLE " pods4 { type iface_index . ipv4_addr; }\n"
-      "add set inet " NFT_TABLE " pods6 { type iface_index . ipv6_addr; }\n"
+      "add set inet " NFT_TABLE " pods4 { type ifname . ipv4_addr; }\n"
+      "add set inet " NFT_TABLE " pods6 { type ifname . ipv6_addr; }\n"
       "add chain inet " NFT_TABLE
       " nat_pre { type nat hook prerouting priority %d; policy accept; }\n"
       "add chain inet " NFT_TABLE
@@ -58,10 +60,10 @@ static int base_rules(struct buf *b, const struct nft_params *p)
       "flush chain inet " NFT_TABLE " guard\n",
       NFT_NAT_PRIORITY, NFT_GUARD_PRIORITY);
     P("add rule inet " NFT_TABLE
-      " nat_pre %s daddr %s tcp dport %u iif . %s saddr @pods%s dnat %s to "
+      " nat_pre %s daddr %s tcp dport %u iifname . %s saddr @pods%s dnat %s to "
       "%s comment \"registered pod -> broker\"\n",
       fam, m, p->metadata_port, fam, sfx, fam, to);
-    P("add rule inet " NFT_TABLE " guard iif \"lo\" accept comment \"the node itself\"\n");
+    P("add rule inet " NFT_TABLE " guard iifname \"lo\" accept comment \"the node itself\"\n");
     P("add rule inet " NFT_TABLE " guard %s daddr %s drop comment \"metadata, not redirected\"\n",
       fam, m);
     if (v4) {
@@ -71,26 +73,29 @@ static int base_rules(struct buf *b, const struct nft_params *p)
           "comment \"metadata, IPv6 spellings\"\n",
           m, a[0], a[1], a[2], a[3]);
     }
-    P("add rule inet " NFT_TABLE " guard %s daddr %s iif . %s saddr != @pods%s drop "
+    P("add rule inet " NFT_TABLE " guard %s daddr %s iifname . %s saddr != @pods%s drop "
       "comment \"broker: registered pods only\"\n",
       fam, br, fam, sfx);
 
     P("add table bridge " NFT_TABLE "\n"
-      "add set bridge " NFT_TABLE " ports { type iface_index; }\n"
-      "add set bridge " NFT_TABLE " mac_ports { type iface_index; }\n"
-      "add set bridge " NFT_TABLE " port_mac { type iface_index . ether_addr; }\n"
-      "add set bridge " NFT_TABLE " port_ip4 { type iface_index . ipv4_addr; }\n"
-      "add set bridge " NFT_TABLE " port_ip6 { type iface_index . ipv6_addr; }\n"
+      "add set bridge " NFT_TABLE " ports { type ifname; }\n"
+      "add set bridge " NFT_TABLE " mac_ports { type ifname; }\n"
+      "add set bridge " NFT_TABLE " port_mac { type ifname . ether_addr; }\n"
+      "add set bridge " NFT_TABLE " port_ip4 { type ifname . ipv4_addr; }\n"
+      "add set bridge " NFT_TABLE " port_ip6 { type ifname . ipv6_addr; }\n"
       "add chain bridge " NFT_TABLE
       " guard { type filter hook prerouting priority -200; policy accept; }\n"
       "flush chain bridge " NFT_TABLE " guard\n");
-    P("add rule bridge " NFT_TABLE " guard iif @mac_ports iif . ether saddr != @port_mac drop "
+    P("add rule bridge " NFT_TABLE
+      " guard iifname @mac_ports iifname . ether saddr != @port_mac drop "
       "comment \"pod port: own MAC only\"\n");
-    P("add rule bridge " NFT_TABLE " guard iif @mac_ports iif . arp saddr ether != @port_mac drop "
+    P("add rule bridge " NFT_TABLE
+      " guard iifname @mac_ports iifname . arp saddr ether != @port_mac drop "
       "comment \"pod port: own ARP sender MAC only\"\n");
-    P("add rule bridge " NFT_TABLE " guard iif @ports arp saddr ip != 0.0.0.0 "
-      "iif . arp saddr ip != @port_ip4 drop comment \"pod port: own ARP sender IP only\"\n");
-    P("add rule bridge " NFT_TABLE " guard %s daddr { %s, %s } iif . %s saddr != @port_ip%s drop "
+    P("add rule bridge " NFT_TABLE " guard iifname @ports arp saddr ip != 0.0.0.0 "
+      "iifname . arp saddr ip != @port_ip4 drop comment \"pod port: own ARP sender IP only\"\n");
+    P("add rule bridge " NFT_TABLE
+      " guard %s daddr { %s, %s } iifname . %s saddr != @port_ip%s drop "
       "comment \"metadata and broker: the port's own pod address only\"\n",
       fam, m, br, fam, sfx);
 #undef P
@@ -99,14 +104,14 @@ static int base_rules(struct buf *b, const struct nft_params *p)
 
 static const char sets_text[] =
     "add table inet " NFT_TABLE "\n"
-    "add set inet " NFT_TABLE " pods4 { type iface_index . ipv4_addr; }\n"
-    "add set inet " NFT_TABLE " pods6 { type iface_index . ipv6_addr; }\n"
+    "add set inet " NFT_TABLE " pods4 { type ifname . ipv4_addr; }\n"
+    "add set inet " NFT_TABLE " pods6 { type ifname . ipv6_addr; }\n"
     "add table bridge " NFT_TABLE "\n"
-    "add set bridge " NFT_TABLE " ports { type iface_index; }\n"
-    "add set bridge " NFT_TABLE " mac_ports { type iface_index; }\n"
-    "add set bridge " NFT_TABLE " port_mac { type iface_index . ether_addr; }\n"
-    "add set bridge " NFT_TABLE " port_ip4 { type iface_index . ipv4_addr; }\n"
-    "add set bridge " NFT_TABLE " port_ip6 { type iface_index . ipv6_addr; }\n";
+    "add set bridge " NFT_TABLE " ports { type ifname; }\n"
+    "add set bridge " NFT_TABLE " mac_ports { type ifname; }\n"
+    "add set bridge " NFT_TABLE " port_mac { type ifname . ether_addr; }\n"
+    "add set bridge " NFT_TABLE " port_ip4 { type ifname . ipv4_addr; }\n"
+    "add set bridge " NFT_TABLE " port_ip6 { type ifname . ipv6_addr; }\n";
 
 /* FNV-1a: a stable fingerprint of the base text, not a security measure. */
 static uint32_t fnv1a(const char *s, size_t n)
@@ -167,9 +172,23 @@ static void mac_str(const uint8_t *m, char *buf, size_t size)
     snprintf(buf, size, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
 }
 
+bool nft_ifname_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= IFNAMSIZ)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_.+", name[i]))
+            return false;
+    return true;
+}
+
 size_t nft_elements(const struct attachment *a, struct nft_elem *ret, size_t max)
 {
     size_t n = 0;
+    /* Names go into the script between quotes: never one that could end them. */
+    if (!nft_ifname_ok(a->l3_ifname) || (a->port_ifindex > 0 && !nft_ifname_ok(a->port_ifname)))
+        return 0;
 #define ELEM(fam, setname, ...)                                                                    \
     do {                                                                                           \
         if (n < max) {                                                                             \
@@ -183,21 +202,22 @@ size_t nft_elements(const struct attachment *a, struct nft_elem *ret, size_t max
     for (size_t i = 0; i < a->n_ips; i++) {
         char ip[INET6_ADDRSTRLEN];
         ip_str(&a->ips[i], ip);
-        ELEM("inet", a->ips[i].family == AF_INET ? "pods4" : "pods6", "%d . %s", a->l3_ifindex, ip);
+        ELEM("inet", a->ips[i].family == AF_INET ? "pods4" : "pods6", "\"%s\" . %s", a->l3_ifname,
+             ip);
     }
     if (a->port_ifindex > 0) {
-        ELEM("bridge", "ports", "%d", a->port_ifindex);
+        ELEM("bridge", "ports", "\"%s\"", a->port_ifname);
         if (a->has_mac) {
             char mac[18];
             mac_str(a->mac, mac, sizeof(mac));
-            ELEM("bridge", "mac_ports", "%d", a->port_ifindex);
-            ELEM("bridge", "port_mac", "%d . %s", a->port_ifindex, mac);
+            ELEM("bridge", "mac_ports", "\"%s\"", a->port_ifname);
+            ELEM("bridge", "port_mac", "\"%s\" . %s", a->port_ifname, mac);
         }
         for (size_t i = 0; i < a->n_ips; i++) {
             char ip[INET6_ADDRSTRLEN];
             ip_str(&a->ips[i], ip);
-            ELEM("bridge", a->ips[i].family == AF_INET ? "port_ip4" : "port_ip6", "%d . %s",
-                 a->port_ifindex, ip);
+            ELEM("bridge", a->ips[i].family == AF_INET ? "port_ip4" : "port_ip6", "\"%s\" . %s",
+                 a->port_ifname, ip);
         }
     }
 #undef ELEM

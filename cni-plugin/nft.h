@@ -1,24 +1,30 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * idbroker's nftables rules (DESIGN §4, §6; THREATS T1, T3, T9, T13, T22). Two tables of our own,
- * both named "idbroker", whose rules never change with the pod count; pods are elements of sets:
+ * both named "idbroker", whose rules never change with the pod count; pods are elements of sets.
  *
- *   table inet idbroker      sets pods4 / pods6 { iface_index . address }: (where the pod's traffic
- *                            enters the node's IP stack: the bridge or the ptp veth) . (pod
- * address) chain nat_pre          nat prerouting, priority -110: metadataAddress:metadataPort from
- * a registered (iif . saddr) is DNATed to brokerAddress:brokerPort chain guard            filter
- * prerouting, priority -90 (after NAT): everything else to the metadata address is dropped (and its
- * IPv6 spellings ::ffff:M and 64:ff9b::M); the broker address only accepts registered (iif . saddr)
- *   table bridge idbroker    per-port anti-spoofing behind a bridge, where the inet family sees
- * only the bridge: sets ports, mac_ports, port_mac, port_ip4, port_ip6 chain guard filter
- * prerouting: a registered port may only use its pod's MAC (so it cannot steal another pod's FDB
- * entry or ARP binding and its replies), and traffic to the metadata or broker address must carry
- * the port's own pod address
+ * table inet idbroker: sets pods4 and pods6 hold (ifname . address) pairs: the interface where the
+ * pod's traffic enters the node's IP stack (the bridge, or the ptp veth) and the pod's address.
+ *   chain nat_pre (nat prerouting, priority -110): metadataAddress:metadataPort from a registered
+ *     (iifname . saddr) is DNATed to brokerAddress:brokerPort.
+ *   chain guard (filter prerouting, priority -90, after NAT): everything else to the metadata
+ *     address is dropped, also its IPv6 spellings ::ffff:M and 64:ff9b::M; the broker address only
+ *     accepts registered (iifname . saddr).
+ * table bridge idbroker: anti-spoofing per bridge port, where the inet family sees only the bridge.
+ *   Sets ports, mac_ports, port_mac, port_ip4, port_ip6.
+ *   chain guard (filter prerouting): a registered port may only use its pod's MAC (so it cannot
+ *     steal another pod's FDB entry, ARP binding or replies) and its pod's address as ARP sender;
+ *     traffic to the metadata or broker address must carry the port's own pod address.
  *
- * Every transaction first re-asserts this base (add table/set/chain is idempotent; the chains are
- * flushed and rewritten), so each one is self-contained, repairs tampering and costs the same with
- * 1 or 10,000 pods. Elements are removed with "add, then delete", which never fails on absent
- * elements. All of it goes through libnftables in one batch: no nft or iptables process.
+ * The base (tables, sets, chains and rules) carries a revision: a fingerprint of its text, which
+ * depends on the configured addresses and ports, kept as the one element of the set "base_rev" in
+ * both tables. ADD and DEL read it (a filtered listing that never fetches the pods' elements) and
+ * rewrite the chains only when it differs or is missing: rewriting base chains costs the kernel an
+ * RCU grace period (~10 ms), adding an element does not. GC and STATUS always use the full base,
+ * which flushes and rewrites the chains and so repairs any tampering. Either way a transaction is
+ * self-contained (add table/set/chain are idempotent) and its cost does not depend on the number of
+ * pods. Elements are removed with "add, then delete", which never fails on absent elements. All of
+ * it goes through libnftables in one batch: no nft or iptables process.
  */
 #ifndef IDB_CNI_NFT_H
 #define IDB_CNI_NFT_H
@@ -53,7 +59,12 @@ struct nft_elem {
     char key[96];
 };
 
-/* The elements that represent attachment a. Returns their number (<= max). */
+/* Interface names are used as set keys (ifname, not iface_index: parsing an iface_index makes
+ * libnftables dump every link of the node, a cost that grows with the pods). The ifindex is still
+ * recorded in the registration. Names outside [A-Za-z0-9._+-] are refused. */
+bool nft_ifname_ok(const char *name);
+/* The elements that represent attachment a. Returns their number (<= max); 0 if a's interface names
+ * are not nft_ifname_ok(). */
 size_t nft_elements(const struct attachment *a, struct nft_elem *ret, size_t max);
 
 /* Append to b (STYLE R11: b's cap bounds the script). Return 0, -E2BIG or -ENOMEM. */

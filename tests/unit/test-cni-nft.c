@@ -72,12 +72,12 @@ static void test_base_v4(void **state)
     buf_init(&b, 1 << 20);
     assert_int_equal(nft_script_base(&b, &p), 0);
     has_line(b.data, "add table inet idbroker");
-    has_line(b.data, "add set inet idbroker pods4 { type iface_index . ipv4_addr; }");
+    has_line(b.data, "add set inet idbroker pods4 { type ifname . ipv4_addr; }");
     has_line(b.data, "add chain inet idbroker nat_pre { type nat hook prerouting priority -110; "
                      "policy accept; }");
     has_line(b.data, "flush chain inet idbroker nat_pre");
     has_line(b.data,
-             "add rule inet idbroker nat_pre ip daddr 169.254.169.254 tcp dport 80 iif . ip "
+             "add rule inet idbroker nat_pre ip daddr 169.254.169.254 tcp dport 80 iifname . ip "
              "saddr @pods4 dnat ip to 169.254.169.250:2579 comment \"registered pod -> broker\"");
     has_line(b.data,
              "add rule inet idbroker guard ip daddr 169.254.169.254 drop comment \"metadata, "
@@ -85,11 +85,11 @@ static void test_base_v4(void **state)
     has_line(b.data, "add rule inet idbroker guard ip6 daddr { ::ffff:169.254.169.254, "
                      "64:ff9b::a9fe:a9fe } drop comment \"metadata, IPv6 spellings\"");
     has_line(b.data,
-             "add rule inet idbroker guard ip daddr 169.254.169.250 iif . ip saddr != @pods4 "
+             "add rule inet idbroker guard ip daddr 169.254.169.250 iifname . ip saddr != @pods4 "
              "drop comment \"broker: registered pods only\"");
     has_line(b.data, "flush chain bridge idbroker guard");
     has_line(b.data,
-             "add rule bridge idbroker guard ip daddr { 169.254.169.254, 169.254.169.250 } iif "
+             "add rule bridge idbroker guard ip daddr { 169.254.169.254, 169.254.169.250 } iifname "
              ". ip saddr != @port_ip4 drop comment \"metadata and broker: the port's own pod "
              "address only\"");
     /* Never loopback, never a sysctl. */
@@ -111,11 +111,11 @@ static void test_base_v6(void **state)
     buf_init(&b, 1 << 20);
     assert_int_equal(nft_script_base(&b, &p), 0);
     has_line(b.data,
-             "add rule inet idbroker nat_pre ip6 daddr fd00:ec2::254 tcp dport 80 iif . ip6 "
+             "add rule inet idbroker nat_pre ip6 daddr fd00:ec2::254 tcp dport 80 iifname . ip6 "
              "saddr @pods6 dnat ip6 to [fd00:ec2::250]:8080 comment \"registered pod -> "
              "broker\"");
     has_line(b.data,
-             "add rule inet idbroker guard ip6 daddr fd00:ec2::250 iif . ip6 saddr != @pods6 "
+             "add rule inet idbroker guard ip6 daddr fd00:ec2::250 iifname . ip6 saddr != @pods6 "
              "drop comment \"broker: registered pods only\"");
     assert_null(strstr(b.data, "::ffff:"));
     buf_done(&b);
@@ -147,7 +147,7 @@ static void test_revision(void **state)
     assert_int_equal(nft_script_sets(&s), 0);
     assert_null(strstr(s.data, "chain"));
     assert_null(strstr(s.data, "rule"));
-    has_line(s.data, "add set bridge idbroker port_mac { type iface_index . ether_addr; }");
+    has_line(s.data, "add set bridge idbroker port_mac { type ifname . ether_addr; }");
     buf_done(&s);
 }
 
@@ -172,13 +172,13 @@ static void test_elements(void **state)
     struct buf b;
     buf_init(&b, 1 << 20);
     assert_int_equal(nft_script_add(&b, &a), 0);
-    has_line(b.data, "add element inet idbroker pods4 { 3 . 10.22.0.5 }");
-    has_line(b.data, "add element inet idbroker pods6 { 3 . fd00::5 }");
-    has_line(b.data, "add element bridge idbroker ports { 7 }");
-    has_line(b.data, "add element bridge idbroker mac_ports { 7 }");
-    has_line(b.data, "add element bridge idbroker port_mac { 7 . 0a:58:0a:16:00:05 }");
-    has_line(b.data, "add element bridge idbroker port_ip4 { 7 . 10.22.0.5 }");
-    has_line(b.data, "add element bridge idbroker port_ip6 { 7 . fd00::5 }");
+    has_line(b.data, "add element inet idbroker pods4 { \"cni0\" . 10.22.0.5 }");
+    has_line(b.data, "add element inet idbroker pods6 { \"cni0\" . fd00::5 }");
+    has_line(b.data, "add element bridge idbroker ports { \"veth1\" }");
+    has_line(b.data, "add element bridge idbroker mac_ports { \"veth1\" }");
+    has_line(b.data, "add element bridge idbroker port_mac { \"veth1\" . 0a:58:0a:16:00:05 }");
+    has_line(b.data, "add element bridge idbroker port_ip4 { \"veth1\" . 10.22.0.5 }");
+    has_line(b.data, "add element bridge idbroker port_ip6 { \"veth1\" . fd00::5 }");
     assert_int_equal(count(b.data, "\n"), 7);
     buf_done(&b);
 
@@ -186,14 +186,23 @@ static void test_elements(void **state)
     a.port_ifindex = 0;
     a.has_mac = false;
     a.l3_ifindex = 9;
+    snprintf(a.l3_ifname, sizeof(a.l3_ifname), "veth9");
     n = nft_elements(&a, e, NFT_MAX_ELEMS_PER_ATTACHMENT);
     assert_int_equal(n, 2);
-    assert_string_equal(e[0].key, "9 . 10.22.0.5");
+    assert_string_equal(e[0].key, "\"veth9\" . 10.22.0.5");
     assert_string_equal(e[0].set, "pods4");
 
     /* The output is bounded by max. */
     bridged(&a);
     assert_int_equal(nft_elements(&a, e, 3), 3);
+
+    /* A name that could break out of its quotes yields nothing. */
+    snprintf(a.port_ifname, sizeof(a.port_ifname), "v\"; flush");
+    assert_int_equal(nft_elements(&a, e, NFT_MAX_ELEMS_PER_ATTACHMENT), 0);
+    assert_false(nft_ifname_ok("a b"));
+    assert_false(nft_ifname_ok(""));
+    assert_false(nft_ifname_ok("0123456789abcdef"));
+    assert_true(nft_ifname_ok("veth1a2b.3_4-5+"));
 }
 
 static void test_remove(void **state)
@@ -205,8 +214,8 @@ static void test_remove(void **state)
     buf_init(&b, 1 << 20);
     assert_int_equal(nft_script_remove(&b, &a, NULL), 0);
     /* add-then-delete for each element: never fails on an absent element. */
-    has_line(b.data, "add element inet idbroker pods4 { 3 . 10.22.0.5 }");
-    has_line(b.data, "delete element inet idbroker pods4 { 3 . 10.22.0.5 }");
+    has_line(b.data, "add element inet idbroker pods4 { \"cni0\" . 10.22.0.5 }");
+    has_line(b.data, "delete element inet idbroker pods4 { \"cni0\" . 10.22.0.5 }");
     assert_int_equal(count(b.data, "delete element"), 7);
     assert_int_equal(count(b.data, "add element"), 7);
     buf_reset(&b);
@@ -215,8 +224,8 @@ static void test_remove(void **state)
     keep = a;
     assert_int_equal(reg_ip_parse("10.22.0.6", &keep.ips[0]), 0);
     assert_int_equal(nft_script_remove(&b, &a, &keep), 0);
-    has_line(b.data, "delete element inet idbroker pods4 { 3 . 10.22.0.5 }");
-    has_line(b.data, "delete element bridge idbroker port_ip4 { 7 . 10.22.0.5 }");
+    has_line(b.data, "delete element inet idbroker pods4 { \"cni0\" . 10.22.0.5 }");
+    has_line(b.data, "delete element bridge idbroker port_ip4 { \"veth1\" . 10.22.0.5 }");
     assert_int_equal(count(b.data, "delete element"), 2);
     buf_reset(&b);
     assert_int_equal(nft_script_remove(&b, &a, &a), 0);
