@@ -28,7 +28,7 @@ struct provider_conf {
 
 struct broker_conf {
     char *path;           /* file it was read from, or "<defaults>" */
-    char *node_name;      /* "nodeName"; default: gethostname() */
+    char *node_name;      /* "nodeName"; null or absent: gethostname(), lower-cased */
     char *listen;         /* "listen": "IP:PORT" of the token endpoint ([v6]:port accepted) */
     char *health_listen;  /* "healthListen" */
     char *control_socket; /* "controlSocket" */
@@ -37,7 +37,7 @@ struct broker_conf {
 
     enum source_kind source_kind; /* "source.kind" */
     char *source_dir;             /* "source.dir" (files) */
-    char *kubeconfig;             /* "source.kubeconfig" (kubernetes; NULL = in-cluster) */
+    char *kubeconfig;             /* "source.kubeconfig" (kubernetes; null/NULL = in-cluster) */
     uint32_t source_poll_ms;      /* "source.pollIntervalMs": files mode change check */
 
     struct provider_conf *providers; /* "providers": one per key, in file order */
@@ -72,19 +72,37 @@ struct broker_conf {
     uint32_t http_timeout_s;       /* "http.timeoutSeconds" */
 };
 
-/* Returns new: the configuration with every default. */
+/* Returns new (*ret, free with conf_free()): the configuration with every default; path
+ * "<defaults>". -ENOMEM, or -errno if gethostname() fails. */
 int conf_new_default(struct broker_conf **ret);
-/* Parses text[0..len); `path` names the source in messages. On failure *ret_error (returns new)
- * says "FILE: key 'a.b': expected …, got '…'". Never partial: *ret is written only on success. */
+/* Parses text[0..len) (borrowed; need not be NUL-terminated): exactly one JSON object, nothing but
+ * white space after it, at most CONF_MAX_FILE_BYTES and CONF_MAX_DEPTH deep. Keys absent from it
+ * keep their defaults. `path` (borrowed, NULL = "<config>") names the source in messages and is
+ * copied to ->path. Returns 0 and *ret (returns new), or -EBADMSG (not JSON / not one object),
+ * -EINVAL (unknown key, wrong type, bad value), -E2BIG, -ENOMEM. On failure *ret_error (optional;
+ * returns new, caller frees; NULL if even that allocation failed) says e.g. "FILE: key 'a.b':
+ * expected …, got '…'". Never partial: *ret is written only on success, *ret_error only on failure.
+ */
 int conf_parse(const char *text, size_t len, const char *path, struct broker_conf **ret,
                char **ret_error);
-/* Reads and parses a file (capped at CONF_MAX_FILE_BYTES). */
+/* Reads `path` (capped at CONF_MAX_FILE_BYTES) and parses it as conf_parse() does. Errors as there,
+ * plus -errno / -E2BIG from reading, with *ret_error "cannot read 'PATH': …". */
 int conf_load(const char *path, struct broker_conf **ret, char **ret_error);
-/* Accepts NULL; returns NULL. */
+/* Frees c and everything it owns (provider JSON is wiped first). Accepts NULL; returns NULL. */
 struct broker_conf *conf_free(struct broker_conf *c);
-/* The provider name for an identity type, or NULL. */
+/* The provider name (borrowed from c) for an AzureIdentity spec.type, or NULL outside 0..2. */
 const char *conf_type_provider(const struct broker_conf *c, int type);
-/* Splits "IP:PORT" / "[V6]:PORT" into a sockaddr. */
+/* The "providers" entry called `name` (borrowed from c), or NULL. */
+const struct provider_conf *conf_find_provider(const struct broker_conf *c, const char *name);
+/* For reload on SIGHUP: the key path (static string) of the first key whose new value differs from
+ * the old one but takes effect only on restart (listen, stateDir, source.*, …;
+ * docs/configuration.md lists them), or NULL if `new_conf` can be applied in place. Both borrowed.
+ */
+const char *conf_restart_key(const struct broker_conf *old_conf,
+                             const struct broker_conf *new_conf);
+/* Splits "IPv4:PORT" / "[IPv6]:PORT" (numeric only, no host names, no zone ids; port 1..65535) into
+ * a sockaddr_in / sockaddr_in6. Both out-parameters optional (NULL = only validate); written only
+ * on success. Returns -EINVAL on any other form. */
 struct sockaddr_storage;
 int conf_parse_listen(const char *s, struct sockaddr_storage *ret, unsigned *ret_len);
 

@@ -22,15 +22,20 @@ struct control_op {
 
 struct control_server;
 
-/* Binds `path` (removing a stale socket; creating the parent 0700), listens, and serves `ops`
- * (NULL-terminated by name; borrowed, must outlive the server) on a thread. */
+/* Binds `path` (absolute; removing a stale socket; creating the parent 0700), listens, and serves
+ * `ops` (NULL-terminated by name; borrowed, must outlive the server) on a thread. Each connection
+ * gets a thread of its own (at most CTL_MAX_CLIENTS; more get -EBUSY), so handlers may run
+ * concurrently with each other and with the caller's threads: they do their own locking.
+ * Returns -EADDRINUSE if another server answers on `path`, -EEXIST if `path` is not a socket,
+ * -EPERM if the directory belongs to another uid or is shared and writable by others (logged). */
 int control_server_start(const char *path, const struct control_op *ops, void *ud,
                          struct control_server **ret);
 /* Stops, unlinks the socket, frees. Accepts NULL. */
 struct control_server *control_server_stop(struct control_server *s);
 
 /* Handles one raw request text (used by the server and by the fuzz target); returns the reply
- * (returns new, NUL-terminated JSON + "\n"). peer_uid is the caller's uid. */
+ * (returns new, NUL-terminated JSON + "\n"; NULL only when out of memory). peer_uid is the caller's
+ * uid. */
 char *control_handle_message(const struct control_op *ops, void *ud, const char *text, size_t len,
                              unsigned peer_uid);
 

@@ -23,6 +23,7 @@
 #include "registry.h"
 #include "store.h"
 #include "token-cache.h"
+#include "token-endpoint.h"
 
 static int set_error(char **ret_error, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -225,7 +226,7 @@ static int op_providers(void *ud, struct json_object *req, struct json_object **
 static int op_explain(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
 {
     struct broker *b = ud;
-    const char *ns, *name;
+    const char *ns = NULL, *name = NULL;
     int r = get_pod_args(req, &ns, &name, ret_error);
     if (r < 0)
         return r;
@@ -256,7 +257,7 @@ static int op_explain(void *ud, struct json_object *req, struct json_object **re
 static int op_token(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
 {
     struct broker *b = ud;
-    const char *ns, *name;
+    const char *ns = NULL, *name = NULL;
     int r = get_pod_args(req, &ns, &name, ret_error);
     if (r < 0)
         return r;
@@ -288,9 +289,18 @@ static int op_token(void *ud, struct json_object *req, struct json_object **ret,
         issuer_result_done(b->issuer, &res);
         return r;
     }
-    *ret = issuer_result_to_json(&res, resource, now_realtime_s());
+    /* The same bytes a pod would get; the debug tool prints them as they are. */
+    char *body = NULL;
+    size_t len = 0;
+    r = token_endpoint_render_token(res.token, res.client_id, resource, now_realtime_s(), &body,
+                                    &len);
     issuer_result_done(b->issuer, &res);
-    return *ret ? 0 : -ENOMEM;
+    if (r < 0)
+        return r;
+    r = json_parse_strict(body, len, ret, NULL);
+    explicit_bzero(body, len);
+    free(body);
+    return r;
 }
 
 static int op_reload(void *ud, struct json_object *req, struct json_object **ret, char **ret_error)
@@ -339,7 +349,7 @@ static int op_unregister(void *ud, struct json_object *req, struct json_object *
         const char *ifn = json_get_str(req, "ifName");
         r = registry_remove(b->registry, cid, ifn ? ifn : "eth0", true);
     } else {
-        const char *ns, *name;
+        const char *ns = NULL, *name = NULL;
         r = get_pod_args(req, &ns, &name, ret_error);
         if (r < 0)
             return r;

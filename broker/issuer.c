@@ -595,30 +595,3 @@ int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_t
     token_cache_release(is->o.cache, tok);
     return ret->access_token ? 0 : -ENOMEM;
 }
-
-static int add_u64(struct json_object *o, const char *key, uint64_t v)
-{
-    char b[24];
-    snprintf(b, sizeof(b), "%" PRIu64, v);
-    return json_add_str(o, key, b);
-}
-
-struct json_object *issuer_result_to_json(const struct issue_result *r, const char *resource,
-                                          uint64_t now)
-{
-    const struct tc_token *t = r->token;
-    if (!t)
-        return NULL;
-    _cleanup_json_ struct json_object *o = json_object_new_object();
-    if (!o)
-        return NULL;
-    uint64_t left = t->expires_on > now ? t->expires_on - now : 0;
-    if (json_add_str(o, "access_token", t->access_token) < 0 ||
-        json_add_str(o, "client_id", r->client_id) < 0 || add_u64(o, "expires_in", left) < 0 ||
-        add_u64(o, "expires_on", t->expires_on) < 0 ||
-        add_u64(o, "ext_expires_in", t->ext_expires_in ? t->ext_expires_in : left) < 0 ||
-        add_u64(o, "not_before", t->not_before) < 0 || json_add_str(o, "resource", resource) < 0 ||
-        json_add_str(o, "token_type", "Bearer") < 0)
-        return NULL;
-    return TAKE_PTR(o);
-}

@@ -78,12 +78,4 @@ void issuer_issue_for_pod(struct issuer *is, const char *ns, const char *name,
                           const struct issue_request *req, struct issue_result *ret);
 void issuer_result_done(struct issuer *is, struct issue_result *r);
 
-/* IMDS' success body for a granted result (DESIGN §3): every value a JSON string — access_token,
- * client_id, expires_in (seconds left at `now`), expires_on, ext_expires_in, not_before, resource
- * (echo), token_type "Bearer". Returns new; the caller wipes the rendered text (it holds the
- * token). */
-struct json_object;
-struct json_object *issuer_result_to_json(const struct issue_result *r, const char *resource,
-                                          uint64_t now);
-
 #endif

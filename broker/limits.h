@@ -14,6 +14,7 @@
 #define HTTP_MAX_CONNECTIONS_PER_IP 64
 
 #define CONF_MAX_FILE_BYTES (1024 * 1024)
+#define CONF_MAX_DEPTH 16 /* JSON nesting of the broker config, provider objects included */
 #define MANIFEST_MAX_FILE_BYTES (8 * 1024 * 1024)
 #define MANIFEST_MAX_DOCS 100000
 #define MANIFEST_MAX_DEPTH 32

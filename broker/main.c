@@ -36,6 +36,8 @@
 #include "token-cache.h"
 #include "token-endpoint.h"
 
+#define SHUTDOWN_GRACE_MS 2000
+
 static struct broker *the_broker;
 
 static int host_issue_via(const char *provider, const struct idb_token_req *req,
@@ -132,37 +134,46 @@ int broker_reload_source(struct broker *b, bool force)
     return 1;
 }
 
-/* Settings that only take effect at start; a reload that changes them says so. */
-static void warn_restart_needed(const struct broker_conf *old, const struct broker_conf *new)
+#define SWAP(a, b)                                                                                 \
+    do {                                                                                           \
+        __typeof__(a) t_ = (a);                                                                    \
+        (a) = (b);                                                                                 \
+        (b) = t_;                                                                                  \
+    } while (0)
+
+/* Settings that only take effect at start keep their running values; a reload that changes them
+ * says so (docs/configuration.md marks them "restart"). Swapping rather than copying lets
+ * conf_free() free each side's own strings. */
+static void keep_restart_settings(struct broker_conf *old, struct broker_conf *new)
 {
-    static const struct {
-        const char *key;
-        size_t off;
-    } keys[] = {
-        {"listen", offsetof(struct broker_conf, listen)},
-        {"healthListen", offsetof(struct broker_conf, health_listen)},
-        {"controlSocket", offsetof(struct broker_conf, control_socket)},
-        {"stateDir", offsetof(struct broker_conf, state_dir)},
-        {"pluginDir", offsetof(struct broker_conf, plugin_dir)},
-        {"nodeName", offsetof(struct broker_conf, node_name)},
-    };
-    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-        const char *a = *(char *const *)((const char *)old + keys[i].off);
-        const char *n = *(char *const *)((const char *)new + keys[i].off);
-        if (!streq(strna(a), strna(n)))
-            log_warning(
-                "reload: '%s' changed from '%s' to '%s'; it takes effect at restart, ignoring",
-                keys[i].key, strna(a), strna(n));
-    }
+    const char *k = conf_restart_key(old, new);
+    if (k)
+        log_warning("reload: '%s' changed; it takes effect at restart, ignoring until restart", k);
+    SWAP(old->node_name, new->node_name);
+    SWAP(old->listen, new->listen);
+    SWAP(old->health_listen, new->health_listen);
+    SWAP(old->control_socket, new->control_socket);
+    SWAP(old->state_dir, new->state_dir);
+    SWAP(old->plugin_dir, new->plugin_dir);
+    SWAP(old->source_dir, new->source_dir);
+    SWAP(old->kubeconfig, new->kubeconfig);
+    SWAP(old->imds_endpoint, new->imds_endpoint);
+    new->source_kind = old->source_kind;
+    new->cache_max_entries = old->cache_max_entries;
+    new->http_max_connections = old->http_max_connections;
+    new->http_max_per_ip = old->http_max_per_ip;
+    new->http_timeout_s = old->http_timeout_s;
+    new->proxy_instance = old->proxy_instance;
+    new->proxy_versions = old->proxy_versions;
     bool same = old->n_providers == new->n_providers;
     for (size_t i = 0; same && i < old->n_providers; i++)
         same = streq(old->providers[i].name, new->providers[i].name) &&
                streq(old->providers[i].json, new->providers[i].json);
     if (!same)
-        log_warning("reload: 'providers' changed; providers are loaded at start only, restart "
-                    "idbrokerd to apply, ignoring");
-    if (old->source_kind != new->source_kind)
-        log_warning("reload: 'source.kind' changed; it takes effect at restart, ignoring");
+        log_warning("reload: 'providers' changed; providers are loaded at start, ignoring until "
+                    "restart");
+    SWAP(old->providers, new->providers);
+    SWAP(old->n_providers, new->n_providers);
 }
 
 int broker_reload(struct broker *b, char **ret_error)
@@ -183,9 +194,7 @@ int broker_reload(struct broker *b, char **ret_error)
             pthread_mutex_unlock(&b->reload_lock);
             return r;
         }
-        warn_restart_needed(b->conf, c);
-        /* Keep the start-only settings of the running configuration. */
-        c->source_kind = b->conf->source_kind;
+        keep_restart_settings(b->conf, c);
         log_setup(c->log_level, (enum log_format)c->log_format, STDERR_FILENO);
         struct store_policy f;
         conf_to_flags(c, &f);
@@ -193,14 +202,6 @@ int broker_reload(struct broker *b, char **ret_error)
         struct tc_options tco;
         conf_to_cache(c, &tco);
         token_cache_set_options(b->cache, &tco);
-        if (c->source_kind == SOURCE_FILES && !streq(c->source_dir, b->source_dir)) {
-            char *d = strdup(c->source_dir);
-            if (d) {
-                free(b->source_dir);
-                b->source_dir = d;
-                b->source_fingerprint_valid = false;
-            }
-        }
         struct broker_conf *old = b->conf;
         b->conf = c;
         struct issuer_options io;
@@ -299,6 +300,13 @@ static void broker_shutdown(struct broker *b)
     b->ctl = control_server_stop(b->ctl);
     b->http = http_server_stop(b->http);
     b->health = http_server_stop(b->health);
+    /* A provider call that hangs must not hold up the exit: give running fetches a grace period,
+     * then leave without freeing what they still use (the registrations are on disk already). */
+    if (token_cache_wait_idle(b->cache, now_monotonic_ms() + SHUTDOWN_GRACE_MS) < 0) {
+        log_warning("a provider call is still running after %d ms, exiting without waiting",
+                    SHUTDOWN_GRACE_MS);
+        _exit(0);
+    }
     b->te = token_endpoint_free(b->te);
     b->issuer = issuer_free(b->issuer);
     b->cache = token_cache_free(b->cache);

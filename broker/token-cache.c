@@ -567,7 +567,11 @@ struct token_cache *token_cache_new(const struct tc_options *o)
         return NULL;
     }
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->idle, NULL);
+    pthread_condattr_t ica;
+    pthread_condattr_init(&ica);
+    pthread_condattr_setclock(&ica, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->idle, &ica);
+    pthread_condattr_destroy(&ica);
     return c;
 }
 
@@ -594,6 +598,18 @@ struct token_cache *token_cache_free(struct token_cache *c)
 static struct timespec ms_to_timespec(uint64_t ms)
 {
     return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+}
+
+int token_cache_wait_idle(struct token_cache *c, uint64_t deadline_ms)
+{
+    struct timespec ts = ms_to_timespec(deadline_ms);
+    int r = 0;
+    pthread_mutex_lock(&c->lock);
+    while (c->running > 0 && r == 0)
+        if (pthread_cond_timedwait(&c->idle, &c->lock, &ts) == ETIMEDOUT)
+            r = c->running > 0 ? -ETIMEDOUT : 0;
+    pthread_mutex_unlock(&c->lock);
+    return r;
 }
 
 int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_t deadline_ms,

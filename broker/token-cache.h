@@ -74,6 +74,9 @@ int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_
                     tc_fetch_fn fetch, void *ud, tc_free_fn free_ud,
                     const struct tc_token **ret_token, bool *ret_hit, struct tc_error *ret_err);
 void token_cache_release(struct token_cache *c, const struct tc_token *t);
+/* Waits until no fetch is running or deadline_ms (CLOCK_MONOTONIC ms) passes: 0 or -ETIMEDOUT. For
+ * a bounded shutdown: token_cache_free() waits for every fetch, however long a provider hangs. */
+int token_cache_wait_idle(struct token_cache *c, uint64_t deadline_ms);
 void tc_error_done(struct tc_error *e);
 
 /* Drops entries for which pred(key) is true (running fetches complete but are not stored). */

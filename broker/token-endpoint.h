@@ -45,6 +45,14 @@ int token_endpoint_parse_target(const char *raw_uri, enum te_route *ret_route,
 bool token_endpoint_api_version_valid(const char *v);
 
 struct issuer;
+struct tc_token;
+
+/* IMDS' success body (DESIGN §3) for token t: access_token, client_id, expires_in (seconds left at
+ * `now`), expires_on, ext_expires_in, not_before, resource (echo), token_type "Bearer" — every
+ * value a JSON string. *ret (returns new, exactly sized) holds the token: wipe it before freeing.
+ */
+int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
+                                const char *resource, uint64_t now, char **ret, size_t *ret_len);
 
 struct token_endpoint_options {
     const char *listen_host; /* the broker's own address, accepted as Host */

@@ -206,24 +206,39 @@ class Broker:
         raise Failure("idbrokerd did not become ready:\n" + self.log())
 
     def stop(self, sig=signal.SIGTERM):
+        """Stops the broker. A SIGTERM stop must be clean: exit status 0 and no sanitizer report (in
+        the ASan build a leak or any memory error shows up here)."""
+        rc = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=10)
+                rc = self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                rc = "hung"
+        elif self.proc:
+            rc = self.proc.returncode
         if self.logf:
             self.logf.close()
             self.logf = None
         self.proc = None
+        if sig == signal.SIGTERM and rc is not None:
+            log = self.log()
+            bad = [m for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:") if m in log]
+            if rc != 0 or bad:
+                print(log[-4000:])
+            check(rc == 0 and not bad, "idbrokerd stopped cleanly on SIGTERM (status %s%s)"
+                  % (rc, ", sanitizer: " + ",".join(bad) if bad else ""))
 
     def kill9(self):
         self.stop(signal.SIGKILL)
 
     def close(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self

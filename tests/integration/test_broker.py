@@ -23,11 +23,14 @@ def j(b):
 
 
 def test_singleflight():
-    pol = (identity_yaml("id", client_id=CID1, provider="good") + binding_yaml("b", "id", "s")
-           + pod_yaml("p", "s"))
+    # 8 pods share one identity: 25 requests each stay within the per-pod connection and rate limits.
+    pol = identity_yaml("id", client_id=CID1, provider="good") + binding_yaml("b", "id", "s")
+    for k in range(8):
+        pol += pod_yaml("p%d" % k, "s")
     with Broker(pol, providers={"good": {"delayMs": 300}}, test_plugins=["good"]) as br:
-        br.register("default", "p", "127.0.0.2")
-        res = parallel(200, lambda i: br.token(R))
+        for k in range(8):
+            br.register("default", "p%d" % k, "127.0.0.%d" % (10 + k))
+        res = parallel(200, lambda i: br.token(R, source="127.0.0.%d" % (10 + i % 8)))
         ok = [r for r in res if not isinstance(r, Exception) and r[0] == 200]
         equal(len(ok), 200, "200 concurrent cold requests all get 200")
         equal(len({j(r[2])["access_token"] for r in ok}), 1, "they all get the same token")

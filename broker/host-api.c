@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The services the broker hands to provider plugins (STYLE R13). Everything here may be called from
+ * several threads at once, from inside a plugin's issue().
+ */
+#include "host-api.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <idbroker/provider.h>
+
+#include <idbroker-internal/buf.h>
+#include <idbroker-internal/log.h>
+#include <idbroker-internal/macro.h>
+
+#define HOST_LOG_MAX_BYTES 4096
+#define HOST_HTTP_DEFAULT_TIMEOUT_MS 10000u
+#define HOST_HTTP_MAX_TIMEOUT_MS 120000u
+#define HOST_HTTP_MAX_HEADERS 64
+#define HOST_HTTP_MAX_WWW_AUTH_BYTES 8192
+#define HOST_HTTP_MAX_RETRY_AFTER_S 86400u
+
+/* The 1.0 sizes of the structs a plugin hands us: everything through their last 1.0 field. */
+#define HTTP_REQ_V1_0_SIZE (offsetof(struct idb_http_req, ca_file) + sizeof(const char *))
+#define HTTP_RESP_V1_0_SIZE (offsetof(struct idb_http_resp, www_authenticate) + sizeof(char *))
+#define TOKEN_REQ_V1_0_SIZE (offsetof(struct idb_token_req, deadline_ms) + sizeof(uint64_t))
+#define TOKEN_V1_0_SIZE (offsetof(struct idb_token, reserved0) + sizeof(uint32_t))
+
+static host_issue_via_fn issue_via_fn;
+
+uint64_t now_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_realtime_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec > 0 ? (uint64_t)ts.tv_sec : 0;
+}
+
+static void host_log(int level, const char *plugin, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void host_log(int level, const char *plugin, const char *fmt, ...)
+{
+    if (level < IDB_LOG_ERR)
+        level = IDB_LOG_ERR;
+    if (level > IDB_LOG_DEBUG)
+        level = IDB_LOG_DEBUG;
+    if (level > log_get_max_level() || !fmt)
+        return;
+
+    char msg[HOST_LOG_MAX_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    log_full(level, 0, NULL, "[provider:%.64s] %s", plugin ? plugin : "?", msg);
+}
+
+static void *host_alloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void host_free(void *p)
+{
+    free(p);
+}
+
+static const char *host_strerror(int r)
+{
+    return idb_strerror(r);
+}
+
+/* Collects the reply body up to the cap, and the two headers plugins care about. */
+struct http_reply {
+    struct buf body;
+    bool too_big;
+    uint32_t retry_after_s;
+    char *www_authenticate;
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    struct http_reply *h = userdata;
+    size_t n = size * nmemb;
+    if (buf_append(&h->body, data, n) < 0) {
+        h->too_big = true;
+        return 0; /* anything short of n makes curl stop with CURLE_WRITE_ERROR */
+    }
+    return n;
+}
+
+/* Returns the value of header `name` in the raw line, trimmed, or NULL. Sets *ret_len. */
+static const char *header_value(const char *line, size_t len, const char *name, size_t *ret_len)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+        return NULL;
+    const char *v = line + nl + 1, *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *ret_len = (size_t)(end - v);
+    return v;
+}
+
+/* Retry-After in delta-seconds; the HTTP-date form is ignored (0), as is anything malformed. */
+static uint32_t parse_retry_after(const char *v, size_t len)
+{
+    if (len == 0)
+        return 0;
+    uint64_t s = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        s = s * 10 + (uint64_t)(v[i] - '0');
+        if (s > HOST_HTTP_MAX_RETRY_AFTER_S)
+            return HOST_HTTP_MAX_RETRY_AFTER_S;
+    }
+    return (uint32_t)s;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    struct http_reply *h = userdata;
+    size_t n = size * nmemb, vlen;
+    const char *v;
+
+    /* A new status line (after a 100 Continue, say) starts a new header block. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        h->retry_after_s = 0;
+        free(h->www_authenticate);
+        h->www_authenticate = NULL;
+        return n;
+    }
+    v = header_value(data, n, "Retry-After", &vlen);
+    if (v) {
+        h->retry_after_s = parse_retry_after(v, vlen);
+        return n;
+    }
+    v = header_value(data, n, "WWW-Authenticate", &vlen);
+    if (v && !h->www_authenticate) {
+        if (vlen > HOST_HTTP_MAX_WWW_AUTH_BYTES)
+            vlen = HOST_HTTP_MAX_WWW_AUTH_BYTES;
+        h->www_authenticate = strndup(v, vlen);
+        if (!h->www_authenticate)
+            return 0;
+    }
+    return n;
+}
+
+static int curl_code_to_errno(CURLcode c, const struct http_reply *h)
+{
+    switch (c) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_WRITE_ERROR:
+    case CURLE_FILESIZE_EXCEEDED:
+        return h->too_big || c == CURLE_FILESIZE_EXCEEDED ? -E2BIG : -EIO;
+    case CURLE_OPERATION_TIMEDOUT:
+        return -ETIMEDOUT;
+    case CURLE_COULDNT_CONNECT:
+        return -ECONNREFUSED;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return -EHOSTUNREACH;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return -EPROTONOSUPPORT;
+    case CURLE_URL_MALFORMAT:
+        return -EINVAL;
+    case CURLE_OUT_OF_MEMORY:
+        return -ENOMEM;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return -EPROTO;
+    default:
+        return -EIO;
+    }
+}
+
+static bool has_crlf(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
+
+/* Sets the options that make an easy handle safe for plugin use. */
+static int setup_handle(CURL *c, const struct idb_http_req *req, struct curl_slist *hdrs,
+                        struct http_reply *h)
+{
+    uint32_t timeout = req->timeout_ms ? req->timeout_ms : HOST_HTTP_DEFAULT_TIMEOUT_MS;
+    if (timeout > HOST_HTTP_MAX_TIMEOUT_MS)
+        timeout = HOST_HTTP_MAX_TIMEOUT_MS;
+    bool post = streq(req->method, "POST");
+    CURLcode e = CURLE_OK;
+
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (e == CURLE_OK)                                                                         \
+            e = curl_easy_setopt(c, (opt), (val));                                                 \
+    } while (0)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_NOPROXY, "*");
+    SET(CURLOPT_PROXY, "");
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (req->ca_file)
+        SET(CURLOPT_CAINFO, req->ca_file);
+    SET(CURLOPT_TIMEOUT_MS, (long)timeout);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)timeout);
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)IDB_HTTP_MAX_REPLY_BYTES);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, h);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, h);
+    if (hdrs)
+        SET(CURLOPT_HTTPHEADER, hdrs);
+    if (post) {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
+        SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    } else {
+        SET(CURLOPT_HTTPGET, 1L);
+    }
+#undef SET
+    if (e == CURLE_UNSUPPORTED_PROTOCOL || e == CURLE_NOT_BUILT_IN || e == CURLE_UNKNOWN_OPTION)
+        return -ENOTSUP;
+    return e == CURLE_OK ? 0 : -ENOMEM;
+}
+
+static int host_http(const struct idb_http_req *req, struct idb_http_resp *ret)
+{
+    if (!req || !ret || req->size < HTTP_REQ_V1_0_SIZE || !req->method || !req->url)
+        return -EINVAL;
+    if (!streq(req->method, "GET") && !streq(req->method, "POST"))
+        return -EINVAL;
+    if (streq(req->method, "GET") && req->body)
+        return -EINVAL;
+    if (has_crlf(req->url))
+        return -EINVAL;
+
+    struct curl_slist *hdrs = NULL;
+    CURL *c = NULL;
+    struct http_reply h = {.retry_after_s = 0};
+    buf_init(&h.body, IDB_HTTP_MAX_REPLY_BYTES);
+    int r = -EINVAL;
+
+    if (req->headers)
+        for (size_t i = 0; req->headers[i]; i++) {
+            if (i >= HOST_HTTP_MAX_HEADERS || has_crlf(req->headers[i]) ||
+                !strchr(req->headers[i], ':'))
+                goto out;
+            struct curl_slist *l = curl_slist_append(hdrs, req->headers[i]);
+            if (!l) {
+                r = -ENOMEM;
+                goto out;
+            }
+            hdrs = l;
+        }
+
+    c = curl_easy_init();
+    if (!c) {
+        r = -ENOMEM;
+        goto out;
+    }
+    r = setup_handle(c, req, hdrs, &h);
+    if (r < 0)
+        goto out;
+    r = curl_code_to_errno(curl_easy_perform(c), &h);
+    if (r < 0)
+        goto out;
+    long status = 0;
+    if (curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK || status <= 0) {
+        r = -EIO;
+        goto out;
+    }
+    size_t body_len = h.body.len;
+    char *body = buf_steal(&h.body);
+    if (!body) {
+        r = -ENOMEM;
+        goto out;
+    }
+    /* 1.0 is the only layout so far: every 1.x caller has all of these fields. */
+    memset(ret, 0, HTTP_RESP_V1_0_SIZE);
+    ret->size = HTTP_RESP_V1_0_SIZE;
+    ret->status = status;
+    ret->body = body;
+    ret->body_len = body_len;
+    ret->retry_after_s = h.retry_after_s;
+    ret->www_authenticate = TAKE_PTR(h.www_authenticate);
+    r = 0;
+out:
+    if (c)
+        curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+    buf_done(&h.body);
+    free(h.www_authenticate);
+    return r;
+}
+
+/*
+ * Hands the broker a full-size request whatever size the plugin was built with, and copies back
+ * only the token fields the plugin's struct has; so the broker's issue_via function needs no size
+ * checks.
+ */
+static int host_issue_via(const char *provider, const struct idb_token_req *req,
+                          struct idb_token *ret)
+{
+    if (!provider || !req || !ret || req->size < TOKEN_REQ_V1_0_SIZE || ret->size < TOKEN_V1_0_SIZE)
+        return -EINVAL;
+    if (!issue_via_fn)
+        return -ENOTSUP;
+
+    struct idb_token_req full = {0};
+    memcpy(&full, req, req->size < sizeof(full) ? req->size : sizeof(full));
+    full.size = sizeof(full);
+
+    struct idb_token tok = {.size = sizeof(tok)};
+    int r = issue_via_fn(provider, &full, &tok);
+    size_t n = ret->size < sizeof(tok) ? ret->size : sizeof(tok);
+    uint32_t size = ret->size;
+    memcpy(ret, &tok, n);
+    ret->size = size;
+    return r;
+}
+
+static const struct idb_host_api host_api = {
+    .size = sizeof(struct idb_host_api),
+    .abi_minor = IDB_PLUGIN_ABI_MINOR,
+    .log = host_log,
+    .alloc = host_alloc,
+    .free = host_free,
+    .strerror = host_strerror,
+    .now_realtime = now_realtime_s,
+    .now_monotonic_ms = now_monotonic_ms,
+    .http = host_http,
+    .issue_via = host_issue_via,
+};
+
+const struct idb_host_api *host_api_get(void)
+{
+    return &host_api;
+}
+
+int host_api_init(host_issue_via_fn issue_via)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -EIO;
+    issue_via_fn = issue_via;
+    return 0;
+}
+
+void host_api_done(void)
+{
+    issue_via_fn = NULL;
+    curl_global_cleanup();
+}

@@ -1,0 +1,445 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * HTTP/1.1 server over libmicrohttpd 0.9.75 with a thread per connection (the handler may block).
+ *
+ * What MHD does before we see a request, checked against 0.9.75:
+ * - A request line or header block that does not fit the connection's memory pool is answered by
+ * MHD itself: 414 (request line) or 431 (headers), an HTML body, connection closed. Our handler
+ * never runs, so an over-size request is always an error, never a pass.
+ * - MHD hands the access handler a decoded path without the query. We never use it: the URI log
+ *   callback sees the request target exactly as sent, and that is what the handler gets.
+ * - MHD 0.9.75 accepts HTTP/1.1 requests without Host and with several Host headers; we answer 400.
+ * The caps of limits.h that fit inside the pool are enforced here, before the handler: target
+ * length (414), header count and total header bytes (431), any request body (413).
+ */
+#include "http-server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <idbroker-internal/buf.h>
+#include <idbroker-internal/log.h>
+#include <idbroker-internal/macro.h>
+
+#include "limits.h"
+#include "metrics.h"
+
+/* The pool holds the request line and headers (plus MHD's bookkeeping). Sized so every request
+ * within our own caps fits with room to spare; beyond it MHD refuses with 414/431 by itself. */
+#define HTTP_CONN_MEMORY_LIMIT (HTTP_MAX_URI_BYTES + HTTP_MAX_HEADER_BYTES + 12288)
+
+#define JSON_CT "application/json; charset=utf-8"
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    http_handler_fn fn;
+    void *ud;
+};
+
+/* Per request, created by the URI log callback and freed by the completion callback. */
+struct req_ctx {
+    char *raw_uri;  /* NULL when the target was over HTTP_MAX_URI_BYTES */
+    bool responded; /* a response is queued: ignore any further calls (body data) */
+};
+
+const char *http_request_header(const struct http_request *r, const char *name)
+{
+    if (!r || !r->impl || !name)
+        return NULL;
+    return MHD_lookup_connection_value(r->impl, MHD_HEADER_KIND, name);
+}
+
+struct count_ctx {
+    const char *name;
+    unsigned n;
+    size_t bytes;
+};
+
+static enum MHD_Result count_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct count_ctx *c = cls;
+    (void)kind;
+    if (!c->name || (key && strcasecmp(key, c->name) == 0))
+        c->n++;
+    /* name ": " value CRLF, as on the wire (MHD trimmed the spaces; close enough for a cap). */
+    c->bytes += (key ? strlen(key) : 0) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+unsigned http_request_header_count(const struct http_request *r, const char *name)
+{
+    if (!r || !r->impl || !name)
+        return 0;
+    struct count_ctx c = {.name = name};
+    MHD_get_connection_values(r->impl, MHD_HEADER_KIND, count_cb, &c);
+    return c.n;
+}
+
+int http_response_json(struct http_response *resp, int status, const char *json)
+{
+    if (!resp || !json)
+        return -EINVAL;
+    char *b = strdup(json);
+    if (!b)
+        return -ENOMEM;
+    if (resp->body) {
+        if (resp->secret)
+            explicit_bzero(resp->body, resp->body_len);
+        free(resp->body);
+    }
+    resp->status = status;
+    resp->content_type = JSON_CT;
+    resp->body = b;
+    resp->body_len = strlen(b);
+    resp->secret = false;
+    return 0;
+}
+
+/* A secret body stays ours until MHD is done with it, so the only copy can be wiped (MHD's own
+ * MUST_COPY buffer would be freed unwiped). */
+struct secret_body {
+    char *p;
+    size_t n;
+};
+
+static void secret_body_free(void *cls)
+{
+    struct secret_body *s = cls;
+    if (!s)
+        return;
+    if (s->p) {
+        explicit_bzero(s->p, s->n);
+        free(s->p);
+    }
+    free(s);
+}
+
+static enum MHD_Result queue(struct MHD_Connection *conn, struct req_ctx *ctx,
+                             struct http_response *resp)
+{
+    int status = resp->status >= 100 && resp->status <= 599 ? resp->status : 500;
+    struct MHD_Response *r = NULL;
+
+    if (resp->secret && resp->body) {
+        struct secret_body *s = malloc(sizeof(*s));
+        if (s) {
+            s->p = resp->body;
+            s->n = resp->body_len;
+            r = MHD_create_response_from_buffer_with_free_callback_cls(resp->body_len, resp->body,
+                                                                       secret_body_free, s);
+            if (r)
+                resp->body = NULL; /* owned by the response now */
+            else
+                free(s);
+        }
+    } else {
+        r = MHD_create_response_from_buffer(resp->body_len, resp->body ? resp->body : "",
+                                            MHD_RESPMEM_MUST_COPY);
+    }
+    if (resp->body) {
+        if (resp->secret)
+            explicit_bzero(resp->body, resp->body_len);
+        free(resp->body);
+        resp->body = NULL;
+    }
+    if (!r)
+        return MHD_NO; /* out of memory: MHD closes the connection */
+
+    bool ok = true;
+    if (resp->content_type)
+        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    if (resp->secret)
+        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (resp->retry_after_s > 0) {
+        char v[16];
+        snprintf(v, sizeof(v), "%u", (unsigned)resp->retry_after_s);
+        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (resp->allow)
+        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
+
+    enum MHD_Result ret = ok ? MHD_queue_response(conn, (unsigned)status, r) : MHD_NO;
+    MHD_destroy_response(r);
+    if (ret == MHD_YES)
+        ctx->responded = true;
+    return ret;
+}
+
+/* A reply the server makes on its own (caps, protocol errors), in IMDS' error shape. */
+static enum MHD_Result refuse(struct MHD_Connection *conn, struct req_ctx *ctx, int status,
+                              const char *error, const char *desc)
+{
+    char json[256];
+    snprintf(json, sizeof(json), "{\"error\":\"%s\",\"error_description\":\"%s\"}", error, desc);
+    struct http_response resp = {0};
+    if (http_response_json(&resp, status, json) < 0)
+        return MHD_NO;
+    metrics_http_status(status);
+    return queue(conn, ctx, &resp);
+}
+
+static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    struct req_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
+    if (uri && strnlen(uri, HTTP_MAX_URI_BYTES + 1) <= HTTP_MAX_URI_BYTES) {
+        ctx->raw_uri = strdup(uri);
+        if (!ctx->raw_uri) {
+            free(ctx);
+            return NULL;
+        }
+    }
+    return ctx;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct req_ctx *ctx = *req_cls;
+    if (!ctx)
+        return;
+    free(ctx->raw_uri);
+    free(ctx);
+    *req_cls = NULL;
+}
+
+/* Whether the request announces a body: any Transfer-Encoding, or a Content-Length other than 0. */
+static bool has_body(struct MHD_Connection *conn, size_t upload_data_size)
+{
+    if (upload_data_size > 0)
+        return true;
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return true;
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    for (const char *p = cl; *p; p++)
+        if (*p != '0')
+            return true;
+    return false;
+}
+
+/* IPv4-mapped IPv6 peers (dual-stack listener) are handed to the handler as plain IPv4, so
+ * attribution sees one form per pod address (THREATS T22). */
+static void peer_address(struct MHD_Connection *conn, struct sockaddr_storage *ss,
+                         socklen_t *ret_len)
+{
+    memset(ss, 0, sizeof(*ss));
+    *ret_len = 0;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        memcpy(ss, sa, sizeof(struct sockaddr_in));
+        *ret_len = sizeof(struct sockaddr_in);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+            s4->sin_family = AF_INET;
+            s4->sin_port = s6->sin6_port;
+            memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+            *ret_len = sizeof(struct sockaddr_in);
+        } else {
+            memcpy(ss, s6, sizeof(*s6));
+            *ret_len = sizeof(*s6);
+        }
+    }
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **req_cls)
+{
+    struct http_server *s = cls;
+    struct req_ctx *ctx = *req_cls;
+    (void)url;
+    (void)upload_data;
+
+    if (!ctx)
+        return MHD_NO; /* out of memory in the URI callback */
+    if (ctx->responded) {
+        /* Body bytes after our early reply: drop them; MHD closes the connection afterwards. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    if (!ctx->raw_uri)
+        return refuse(conn, ctx, 414, "invalid_request", "Request target too long");
+
+    struct count_ctx hc = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_cb, &hc);
+    if (hc.n > HTTP_MAX_HEADERS || hc.bytes > HTTP_MAX_HEADER_BYTES)
+        return refuse(conn, ctx, 431, "invalid_request", "Request header fields too large");
+
+    struct count_ctx host = {.name = MHD_HTTP_HEADER_HOST};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_cb, &host);
+    if (host.n > 1 || (host.n == 0 && version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
+        return refuse(conn, ctx, 400, "invalid_request", "Exactly one Host header is required");
+
+    if (has_body(conn, *upload_data_size)) {
+        *upload_data_size = 0;
+        return refuse(conn, ctx, 413, "invalid_request", "Request body not allowed");
+    }
+
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    peer_address(conn, &peer, &peer_len);
+
+    struct http_request req = {
+        .method = method,
+        .raw_uri = ctx->raw_uri,
+        .peer = peer_len ? (const struct sockaddr *)&peer : NULL,
+        .peer_len = peer_len,
+        .impl = conn,
+    };
+    struct http_response resp = {0};
+    s->fn(s->ud, &req, &resp);
+    return queue(conn, ctx, &resp);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    log_fullv(IDB_LOG_DEBUG, 0, NULL, fmt, ap);
+}
+
+/* Parses "A.B.C.D:PORT" or "[V6]:PORT" (port 0..65535; 0 = any free port). */
+static int parse_listen(const char *listen, struct sockaddr_storage *ret, bool *ret_any6)
+{
+    if (!listen)
+        return -EINVAL;
+    const char *colon, *host;
+    size_t host_len;
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+        if (!close || close[1] != ':')
+            return -EINVAL;
+        host = listen + 1;
+        host_len = (size_t)(close - host);
+        colon = close + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon || strchr(listen, ':') != colon)
+            return -EINVAL;
+        host = listen;
+        host_len = (size_t)(colon - listen);
+    }
+    char hbuf[INET6_ADDRSTRLEN];
+    if (host_len == 0 || host_len >= sizeof(hbuf))
+        return -EINVAL;
+    memcpy(hbuf, host, host_len);
+    hbuf[host_len] = '\0';
+
+    const char *p = colon + 1;
+    if (!*p || strlen(p) > 5)
+        return -EINVAL;
+    unsigned long port = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        port = port * 10 + (unsigned long)(*p - '0');
+    }
+    if (port > 65535)
+        return -EINVAL;
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (listen[0] == '[') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        if (inet_pton(AF_INET6, hbuf, &s6->sin6_addr) != 1)
+            return -EINVAL;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *ret_any6 = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        if (inet_pton(AF_INET, hbuf, &s4->sin_addr) != 1)
+            return -EINVAL;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *ret_any6 = false;
+    }
+    *ret = ss;
+    return 0;
+}
+
+struct http_server *http_server_start(const char *listen, const struct http_server_options *o,
+                                      http_handler_fn fn, void *ud, char **ret_error)
+{
+    struct sockaddr_storage addr;
+    bool any6 = false;
+    if (!fn || parse_listen(listen, &addr, &any6) < 0) {
+        if (ret_error)
+            *ret_error = strdup_printf(
+                "invalid listen address '%s': expected IP:PORT or [IPv6]:PORT", strna(listen));
+        return NULL;
+    }
+
+    _cleanup_free_ struct http_server *s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (ret_error)
+            *ret_error = strdup_printf("out of memory");
+        return NULL;
+    }
+    s->fn = fn;
+    s->ud = ud;
+
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= any6 ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+
+    unsigned max_conn = o && o->max_connections ? o->max_connections : HTTP_MAX_CONNECTIONS;
+    unsigned max_ip = o && o->max_per_ip ? o->max_per_ip : HTTP_MAX_CONNECTIONS_PER_IP;
+    unsigned timeout = o && o->timeout_s ? o->timeout_s : HTTP_CONN_TIMEOUT_S;
+    uint16_t port = addr.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
+                                               : ntohs(((struct sockaddr_in *)&addr)->sin_port);
+
+    errno = 0;
+    s->daemon = MHD_start_daemon(
+        flags, port, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT, max_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_CONN_MEMORY_LIMIT, MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
+        NULL, MHD_OPTION_END);
+    if (!s->daemon) {
+        int e = errno;
+        if (ret_error)
+            *ret_error = strdup_printf("cannot listen on '%s': %s", listen,
+                                       e ? strerror(e) : "libmicrohttpd refused to start");
+        return NULL;
+    }
+    return TAKE_PTR(s);
+}
+
+struct http_server *http_server_stop(struct http_server *s)
+{
+    if (!s)
+        return NULL;
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    free(s);
+    return NULL;
+}

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Test provider whose issue() is NULL: the loader must refuse it. */
+#include "stub.h"
+
+IDB_EXPORT const struct idb_provider idb_plugin_v1 = {
+    .abi_major = IDB_PLUGIN_ABI_MAJOR,
+    .size = sizeof(struct idb_provider),
+    .name = "noissue",
+    .init = stub_init,
+    .issue = NULL,
+    .destroy = stub_destroy,
+};
