@@ -30,6 +30,8 @@ import time
 BUILD = os.environ.get("IDB_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 SOURCE = os.environ.get("IDB_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 IDBROKER_CNI = os.path.join(BUILD, "cni", "idbroker")
+IDBROKERD = os.path.join(BUILD, "idbrokerd")
+MOCK_PROVIDER = os.path.join(BUILD, "providers", "mock.so")
 DEBIAN_CNI = "/usr/lib/cni"
 HERE = os.path.abspath(__file__)
 PYTHON = "/usr/bin/python3"
@@ -407,6 +409,50 @@ class World:
         argv = [PYTHON, HERE, "ctl", self.broker_socket, self.ctl_log] + (["hang"] if hang else [])
         p = self.start(argv)
         wait_for(lambda: os.path.exists(self.broker_socket), "control socket stand-in")
+        return p
+
+    def start_real_broker(self, manifests, health_port=2580):
+        """The real idbrokerd in the node namespace: files mode, mock provider, the world's state
+        directory and control socket, listening on the default broker address. Returns the process."""
+        d = os.path.join(self.tmp, "broker")
+        if not hasattr(self, "broker_dir"):
+            self.broker_dir = d
+            os.makedirs(os.path.join(d, "identities"))
+            os.makedirs(os.path.join(d, "providers"))
+            shutil.copyfile(MOCK_PROVIDER, os.path.join(d, "providers", "mock.so"))
+            os.chmod(os.path.join(d, "providers", "mock.so"), 0o755)
+            conf = {
+                "nodeName": "node-" + self.id,
+                "listen": "%s:%d" % (BROKER, BROKER_PORT),
+                "healthListen": "127.0.0.1:%d" % health_port,
+                "controlSocket": self.broker_socket,
+                "stateDir": self.state_dir,
+                "pluginDir": os.path.join(d, "providers"),
+                "source": {"kind": "files", "dir": os.path.join(d, "identities"), "pollIntervalMs": 200},
+                "providers": {"mock": {"jwksFile": os.path.join(d, "jwks.json"), "lifetimeSeconds": 3600}},
+                "typeProviders": {"0": "mock", "1": "mock", "2": "mock"},
+                "log": {"level": "debug", "format": "json"},
+            }
+            with open(os.path.join(d, "idbrokerd.json"), "w") as f:
+                json.dump(conf, f)
+        with open(os.path.join(d, "identities", "policy.yaml"), "w") as f:
+            f.write(manifests)
+        self.health_port = health_port
+        self.broker_log = os.path.join(d, "idbrokerd.log")
+        logf = open(self.broker_log, "ab")
+        p = subprocess.Popen(["ip", "netns", "exec", self.node, IDBROKERD, "--config", os.path.join(d, "idbrokerd.json")],
+                             stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        self.procs.append(p)
+
+        def ready():
+            if p.poll() is not None:
+                check(False, "idbrokerd exited (%s): %s" % (p.returncode, open(self.broker_log).read()[-2000:]))
+            r = self.node_exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1",
+                                "http://127.0.0.1:%d/readyz" % health_port])
+            return r.stdout == "200" and os.path.exists(self.broker_socket)
+
+        wait_for(ready, "idbrokerd ready in the node namespace")
         return p
 
     @staticmethod
