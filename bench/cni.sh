@@ -3,14 +3,16 @@
 # CNI benchmark (docs/performance.md): idbroker against Debian's portmap as the chained plugin after
 # bridge + host-local, ADD+DEL of N pods each (alternating), and idbroker's ADD with 1 vs 1000 pods
 # present. Everything runs in a throw-away "node" network namespace. Root only.
-#   bench/cni.sh [BUILD_DIR]      (default: build/release if built, else build)
+#   bench/cni.sh [BUILD_DIR]      (default: the first of build/release, build/debug, build that has it)
 #   IDB_BENCH_PODS=200 IDB_BENCH_SCALE=1000 IDB_BENCH_PROBES=40 tune the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-${IDB_BUILD_DIR:-}}
 if [ -z "$build" ]; then
-  build=build
-  [ -x build/release/cni/idbroker ] && build=build/release
+  build=build/release
+  for b in build/release build/debug build; do
+    if [ -x "$b/cni/idbroker" ]; then build=$b; break; fi
+  done
 fi
 if [ ! -x "$build/cni/idbroker" ]; then
   echo "no $build/cni/idbroker: build it first, e.g." >&2
