@@ -79,8 +79,9 @@ static int unlock(int fd)
     return -1;
 }
 
-static void notify_broker(const struct cni_conf *conf, const char *container_id,
-                          const char *if_name, int timeout_ms)
+/* Returns the exchange's result; failures are only logged (the state directory is the truth). */
+static int notify_broker(const struct cni_conf *conf, const char *container_id, const char *if_name,
+                         int timeout_ms)
 {
     int r = broker_client_sync(conf->broker_socket, container_id, if_name, timeout_ms);
     if (r < 0)
@@ -88,6 +89,7 @@ static void notify_broker(const struct cni_conf *conf, const char *container_id,
                           "cannot notify the broker at '%s' about %s@%s: %s; it reads the state "
                           "directory when it starts, ignoring",
                           conf->broker_socket, container_id, if_name, idb_strerror(r));
+    return r;
 }
 
 /* The pod's own addresses: IPs on an interface inside the sandbox, or on none named. */
@@ -354,6 +356,7 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
                           a->container_id, a->if_name, idb_strerror(r));
 
     /* Durable state: the private record (what DEL must remove) before the registration. */
+    r = 0;
     for (size_t i = 0; i < n_stale; i++) {
         log_warning("address of %s@%s still held by %s@%s, whose DEL never came: removing it",
                     a->container_id, a->if_name, stale[i].container_id, stale[i].if_name);
@@ -660,8 +663,10 @@ int cmd_gc(const struct cni_env *env, const struct cni_conf *conf, char **ret_ou
                         g.n_drop - i);
             break;
         }
-        notify_broker(conf, g.drop[i].container_id, g.drop[i].if_name,
-                      left < BROKER_CLIENT_TIMEOUT_MS ? (int)left : BROKER_CLIENT_TIMEOUT_MS);
+        r = notify_broker(conf, g.drop[i].container_id, g.drop[i].if_name,
+                          left < BROKER_CLIENT_TIMEOUT_MS ? (int)left : BROKER_CLIENT_TIMEOUT_MS);
+        if (r == -ENOENT || r == -ECONNREFUSED)
+            break; /* no broker: it loads the state directory when it starts */
     }
     free(g.keep);
     free(g.drop);
