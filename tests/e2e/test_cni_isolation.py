@@ -18,6 +18,7 @@ from netns_world import (  # noqa: E402
     PYTHON,
     World,
     check,
+    elem_keys,
     equal,
     run_main,
     wait_for,
@@ -209,10 +210,44 @@ def conntrack_world():
         equal(len(w.requests(w.imds_log)), 1, "the stand-in IMDS saw nothing after ADD")
 
 
+NAT64_METADATA = "64:ff9b::a9fe:a9fe"
+
+
+def dual_stack_world():
+    """T22: a dual-stack pod reaches the broker over IPv4 and nothing over IPv6 spellings of the
+    metadata address (a stand-in listens on the NAT64 spelling in the node: without idbroker a pod
+    reaches it)."""
+    with World("v6", subnet6="fd00:99::/64") as w:
+        w.start_imds()
+        w.start_broker_standin()
+        w.node_exec(["ip", "-6", "addr", "add", NAT64_METADATA + "/128", "dev", "lo", "nodad"], check=True)
+        nat64, nat64_log = w.start_http(NAT64_METADATA, 80, "nat64")
+        cl = w.conflist("1.0.0")
+        url6 = "http://[%s]/metadata/identity/oauth2/token" % NAT64_METADATA
+        plain = w.add_pod(dict(cl, plugins=cl["plugins"][:1]), "plain")
+        rc, status, _ = plain.curl(url=url6)
+        equal((rc, status), (0, 200), "control: before idbroker, a pod reaches the NAT64 spelling")
+        pod = w.add_pod(cl, "dual")
+        v6 = [i["address"].split("/")[0] for i in pod.result["ips"] if ":" in i["address"]]
+        check(len(v6) == 1, "the pod is dual-stack (%s, %s)" % (pod.ip, v6))
+        check((w.bridge, v6[0]) in elem_keys(w.set_elements("inet", "pods6")), "its IPv6 address is in pods6")
+        check((pod.host_veth(), v6[0]) in elem_keys(w.set_elements("bridge", "port_ip6")),
+              "... and bound to its port in port_ip6")
+        rc, status, body = pod.curl()
+        equal((rc, json.loads(body)["client"] if rc == 0 else None), (0, pod.ip), "IPv4: the dual-stack pod reaches the broker")
+        seen = len(w.requests(nat64_log))
+        for p in (pod, plain):
+            rc, _, _ = p.curl(url=url6, timeout=2)
+            check(rc != 0, "%s: the NAT64 spelling of the metadata address is dropped (rc %d)" % (p.name, rc))
+        equal(len(w.requests(nat64_log)), seen, "the NAT64 stand-in saw nothing after ADD")
+        equal(w.requests(w.imds_log), [], "the stand-in IMDS saw no pod request")
+
+
 def main():
     control_world()
     redirect_world()
     conntrack_world()
+    dual_stack_world()
 
 
 if __name__ == "__main__":
