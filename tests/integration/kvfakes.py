@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-SOURCE = os.environ.get("IDB_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+SOURCE = os.path.abspath(os.environ.get("IDB_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../..")))
 FIXTURES = os.path.join(SOURCE, "tests", "fixtures")
 sys.path.insert(0, FIXTURES)
 
