@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!s.value || strlen(s.value) != s.value_len)
             abort();
         struct cred *c = NULL;
-        if (cred_load(s.value, s.value_len, s.content_type ? s.content_type : ct, "pw", &c,
-                      NULL) == 0) {
+        if (cred_load(s.value, s.value_len, s.content_type ? s.content_type : ct, "pw", &c, NULL) ==
+            0) {
             if (c->kind == CRED_CERT && (!c->key || !c->cert))
                 abort();
             if (c->kind == CRED_SECRET && (!c->secret || !c->secret[0]))
