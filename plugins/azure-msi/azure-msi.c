@@ -37,6 +37,9 @@
 #define MSI_MAX_QUERY_VALUE 2048   /* resource, client id or resource id, before encoding */
 #define MSI_MIN_ATTEMPT_MS 50      /* an attempt with less time left is not started */
 #define MSI_DEADLINE_MARGIN_MS 100 /* answer this long before the broker's deadline */
+/* The rate window is a second plus this guard, so that jitter in connection set-up cannot make
+ * IMDS, which counts arrivals, see one request more than maxPerSecond in its second. */
+#define MSI_RATE_WINDOW_MS 1050
 
 struct msi_conf {
     char *endpoint; /* no trailing '/' */
@@ -54,8 +57,9 @@ struct msi_conf {
 /*
  * Node-wide admission to IMDS. `starts` is a ring of the CLOCK_MONOTONIC ms at which the last
  * max_per_second requests started: a new one may start only when the oldest of them is at least
- * 1000 ms old. That is a token bucket of max_per_second tokens where each token comes back exactly
- * one second after it was spent, so no sliding second ever sees more than max_per_second starts.
+ * MSI_RATE_WINDOW_MS old. That is a token bucket of max_per_second tokens where each token comes
+ * back one second (plus a guard) after it was spent, so no sliding second ever sees more than
+ * max_per_second starts.
  */
 struct limiter {
     pthread_mutex_t lock;
@@ -143,7 +147,7 @@ static uint64_t rate_free_at(const struct limiter *l)
 {
     if (l->n_starts < l->per_second)
         return 0;
-    return l->starts[l->next] + 1000; /* the oldest start leaves the window */
+    return l->starts[l->next] + MSI_RATE_WINDOW_MS; /* the oldest start leaves the window */
 }
 
 /*
