@@ -344,6 +344,64 @@ spec:
             no_violations(fake)
 
 
+NODE_DIR = os.path.join(SOURCE, "tests", "fixtures", "node")
+
+
+def node_ready():
+    """npm ci once when node_modules is missing; False (the SDK test is skipped, loudly) without node
+    or npm, or when the packages cannot be installed (no registry access)."""
+    import shutil
+    if not shutil.which("node") or not shutil.which("npm"):
+        return False
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "@azure")):
+        p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                           capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            print(p.stderr[-2000:])
+            return False
+    return True
+
+
+def sdk_token(kind, client_id, endpoint, resource=R):
+    env = dict(os.environ, AZURE_POD_IDENTITY_AUTHORITY_HOST=endpoint)
+    for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET",
+              "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT"):
+        env.pop(k, None)
+    p = subprocess.run(["node", os.path.join(NODE_DIR, "sdk-token.js"), kind, client_id, resource],
+                       capture_output=True, text=True, timeout=120, env=env)
+    if p.returncode != 0:
+        print(p.stderr[-1500:])
+        return None
+    return json.loads(p.stdout)
+
+
+def test_sdk_clients():
+    """@azure/identity ManagedIdentityCredential and @azure/msal-node ManagedIdentityApplication
+    against the fake IMDS directly (is the fake faithful?) and through the broker (a pod on
+    127.0.0.1) with azure-msi in front of the fake."""
+    if not node_ready():
+        print("SKIP - node/npm or the npm packages are not available")
+        return
+    with FakeImds("--identity", cid(1)) as fake:
+        for kind, name in (("identity", "ManagedIdentityCredential"),
+                           ("msal", "msal-node ManagedIdentityApplication")):
+            t = sdk_token(kind, cid(1), fake.url)
+            check(t is not None and t["token"].count(".") == 2, "%s gets a token from the fake IMDS"
+                  % name)
+            check(t["expiresOn"] > time.time() + 3000, "... with its expiry understood")
+        check(sdk_token("msal", cid(9), fake.url) is None, "an unknown identity fails in the SDK")
+        no_violations(fake)
+        fake.reset()
+        with msi_broker(fake, pods_policy(1)) as br:
+            br.register("default", "p0", "127.0.0.1")
+            for kind, name in (("identity", "ManagedIdentityCredential"),
+                               ("msal", "msal-node ManagedIdentityApplication")):
+                t = sdk_token(kind, cid(1), "http://127.0.0.1:%d" % br.port)
+                check(t is not None, "%s gets a token through idbrokerd + azure-msi" % name)
+            equal(fake.stats()["token_requests"], 1, "both SDK requests cost IMDS one request")
+            no_violations(fake)
+
+
 def main():
     only = sys.argv[1:]
     for name, fn in sorted(globals().items()):
