@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <idbroker-internal/buf.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
@@ -383,18 +384,6 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ret, bool *
     return 0;
 }
 
-static char *format_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *format_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 struct http_server *http_server_start(const char *listen, const struct http_server_options *o,
                                       http_handler_fn fn, void *ud, char **ret_error)
 {
@@ -402,7 +391,7 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     bool any6 = false;
     if (!fn || parse_listen(listen, &addr, &any6) < 0) {
         if (ret_error)
-            *ret_error = format_error(
+            *ret_error = strdup_printf(
                 "invalid listen address '%s': expected IP:PORT or [IPv6]:PORT", strna(listen));
         return NULL;
     }
@@ -410,7 +399,7 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     _cleanup_free_ struct http_server *s = calloc(1, sizeof(*s));
     if (!s) {
         if (ret_error)
-            *ret_error = format_error("out of memory");
+            *ret_error = strdup_printf("out of memory");
         return NULL;
     }
     s->fn = fn;
@@ -438,8 +427,8 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     if (!s->daemon) {
         int e = errno;
         if (ret_error)
-            *ret_error = format_error("cannot listen on '%s': %s", listen,
-                                      e ? strerror(e) : "libmicrohttpd refused to start");
+            *ret_error = strdup_printf("cannot listen on '%s': %s", listen,
+                                       e ? strerror(e) : "libmicrohttpd refused to start");
         return NULL;
     }
     return TAKE_PTR(s);

@@ -24,6 +24,7 @@
 
 #include <idbroker/errno.h>
 
+#include <idbroker-internal/buf.h>
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
@@ -269,18 +270,6 @@ static int decode_component(const char *s, size_t len, size_t max, char **ret)
     return 0;
 }
 
-static char *desc_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *desc_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 struct qvalues {
     char *v[_K_MAX];
 };
@@ -304,7 +293,7 @@ static int parse_query(const char *query, struct qvalues *q, char **ret_desc)
             continue;
         if (++count > HTTP_MAX_QUERY_PARAMS) {
             *ret_desc =
-                desc_printf("Too many query parameters (at most %d)", HTTP_MAX_QUERY_PARAMS);
+                strdup_printf("Too many query parameters (at most %d)", HTTP_MAX_QUERY_PARAMS);
             return -EINVAL;
         }
         const char *eq = memchr(piece, '=', len);
@@ -314,7 +303,7 @@ static int parse_query(const char *query, struct qvalues *q, char **ret_desc)
         if (r == -ENOMEM)
             return r;
         if (r < 0) {
-            *ret_desc = desc_printf("Malformed query parameter name");
+            *ret_desc = strdup_printf("Malformed query parameter name");
             return -EINVAL;
         }
         int k;
@@ -324,7 +313,7 @@ static int parse_query(const char *query, struct qvalues *q, char **ret_desc)
         if (k == _K_MAX)
             continue; /* unknown keys are ignored, as IMDS does */
         if (q->v[k]) {
-            *ret_desc = desc_printf("Duplicate query parameter '%s'", qkey_names[k]);
+            *ret_desc = strdup_printf("Duplicate query parameter '%s'", qkey_names[k]);
             return -EINVAL;
         }
         const char *val = eq ? eq + 1 : piece + len;
@@ -333,12 +322,12 @@ static int parse_query(const char *query, struct qvalues *q, char **ret_desc)
         if (r == -ENOMEM)
             return r;
         if (r == -E2BIG) {
-            *ret_desc = desc_printf("Query parameter '%s' is too long (at most %d bytes)",
-                                    qkey_names[k], HTTP_MAX_PARAM_BYTES);
+            *ret_desc = strdup_printf("Query parameter '%s' is too long (at most %d bytes)",
+                                      qkey_names[k], HTTP_MAX_PARAM_BYTES);
             return -EINVAL;
         }
         if (r < 0) {
-            *ret_desc = desc_printf("Invalid encoding in query parameter '%s'", qkey_names[k]);
+            *ret_desc = strdup_printf("Invalid encoding in query parameter '%s'", qkey_names[k]);
             return -EINVAL;
         }
     }
@@ -348,8 +337,8 @@ static int parse_query(const char *query, struct qvalues *q, char **ret_desc)
         if (qkey_selector[k] != SELECTOR_NONE && q->v[k] && q->v[k][0])
             n_sel++;
     if (n_sel > 1) {
-        *ret_desc = desc_printf("Only one of client_id, object_id (principal_id), msi_res_id or "
-                                "mi_res_id may be specified");
+        *ret_desc = strdup_printf("Only one of client_id, object_id (principal_id), msi_res_id or "
+                                  "mi_res_id may be specified");
         return -EINVAL;
     }
     return 0;

@@ -116,3 +116,14 @@ char *buf_steal(struct buf *b)
     b->len = b->alloc = 0;
     return d;
 }
+
+char *strdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}

@@ -60,11 +60,9 @@ static void set_error(char **ret_error, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
+    if (vasprintf(ret_error, fmt, ap) < 0)
+        *ret_error = NULL;
     va_end(ap);
-    *ret_error = s;
 }
 
 /* Connects a non-blocking socket to path. A full listen backlog (EAGAIN for unix sockets) is

@@ -25,6 +25,8 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Reads fd to EOF. Returns -E2BIG if more than max bytes arrive, -errno on read errors. */
 int buf_read_fd(struct buf *b, int fd);
+/* Returns a new string formatted like printf, or NULL when out of memory. */
+char *strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Returns the data (returns new, caller frees; "" for an empty buffer) and empties the buffer. */
 char *buf_steal(struct buf *b);
 

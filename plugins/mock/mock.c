@@ -213,6 +213,57 @@ static int key_load(struct mock *m, const char *path, EVP_PKEY **ret)
     return 0;
 }
 
+/* Creates the parent directory of path (one level, mode 0755: the JWKS in it is public; the key
+ * file itself is 0600) if it is missing. */
+static int ensure_parent_dir(const char *path)
+{
+    _cleanup_free_ char *dir = strdup(path);
+    if (!dir)
+        return -ENOMEM;
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* Generates a key and writes it to path (created exclusively, mode 0600). */
+static int key_generate_file(struct mock *m, const char *path, EVP_PKEY **ret)
+{
+    int r = ensure_parent_dir(path);
+    if (r < 0) {
+        LOG(m, IDB_LOG_ERR, "cannot create the directory of '%s': %s", path, strerror(-r));
+        return r;
+    }
+    EVP_PKEY *k = EVP_RSA_gen(MOCK_KEY_BITS);
+    if (!k)
+        return -EIO;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        r = -errno;
+        if (fd >= 0)
+            close(fd);
+        EVP_PKEY_free(k);
+        LOG(m, IDB_LOG_ERR, "cannot create signing key file '%s': %s", path, strerror(-r));
+        return r;
+    }
+    bool ok = PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1;
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    fclose(f);
+    if (!ok) {
+        unlink(path);
+        EVP_PKEY_free(k);
+        LOG(m, IDB_LOG_ERR, "cannot write signing key file '%s'", path);
+        return -EIO;
+    }
+    LOG(m, IDB_LOG_NOTICE, "generated a new signing key in '%s'", path);
+    *ret = k;
+    return 0;
+}
+
 /* Public JWK members n and e (base64url), returned new. */
 static int key_public(EVP_PKEY *k, char **ret_n, char **ret_e)
 {
@@ -272,6 +323,11 @@ static int jwks_write(struct mock *m, const char *path, const char *n, const cha
                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
     if (!text || asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
         goto out;
+    r = ensure_parent_dir(path);
+    if (r < 0) {
+        LOG(m, IDB_LOG_ERR, "cannot create the directory of '%s': %s", path, m->host->strerror(r));
+        goto out;
+    }
     fd = mkstemp(tmp);
     if (fd < 0) {
         r = -errno;
@@ -343,7 +399,12 @@ static int mock_setup(struct mock *m, const struct mock_conf *c)
         return -ENOMEM;
 
     int r;
-    if (c->signing_key_file) {
+    if (c->signing_key_file && access(c->signing_key_file, F_OK) < 0 && errno == ENOENT) {
+        /* "generated when absent": made once and kept, so tokens stay valid across restarts. */
+        r = key_generate_file(m, c->signing_key_file, &m->key);
+        if (r < 0)
+            return r;
+    } else if (c->signing_key_file) {
         r = key_load(m, c->signing_key_file, &m->key);
         if (r < 0)
             return r;

@@ -561,8 +561,9 @@ static void test_config_errors(void **state)
     expect_conf_error("{\"issuer\":\"\"}", IDB_E_BAD_CONFIG, "'issuer' must be a non-empty");
     expect_conf_error("[]", IDB_E_BAD_CONFIG, "config must be a JSON object");
     expect_conf_error("{", IDB_E_BAD_CONFIG, "config must be a JSON object");
-    expect_conf_error("{\"signingKeyFile\":\"/nonexistent/k.pem\"}", -ENOENT,
-                      "cannot open signing key file '/nonexistent/k.pem'");
+    /* An absent key file is generated, its directory made one level deep; deeper is an error. */
+    expect_conf_error("{\"signingKeyFile\":\"/nonexistent-idb/sub/k.pem\"}", -ENOENT,
+                      "cannot create the directory of '/nonexistent-idb/sub/k.pem'");
 
     _cleanup_free_ char *garbage = in_dir("garbage.pem"), *small = in_dir("small.pem");
     FILE *f = fopen(garbage, "w");
@@ -573,7 +574,7 @@ static void test_config_errors(void **state)
     _cleanup_free_ char *c1 = NULL, *c2 = NULL, *c3 = NULL;
     assert_true(asprintf(&c1, "{\"signingKeyFile\":\"%s\"}", garbage) > 0);
     assert_true(asprintf(&c2, "{\"signingKeyFile\":\"%s\"}", small) > 0);
-    assert_true(asprintf(&c3, "{\"jwksFile\":\"%s/none/jwks.json\"}", dir) > 0);
+    assert_true(asprintf(&c3, "{\"jwksFile\":\"%s/none/deeper/jwks.json\"}", dir) > 0);
     expect_conf_error(c1, IDB_E_BAD_CONFIG, "holds no unencrypted PEM private key");
     expect_conf_error(c2, IDB_E_BAD_CONFIG, "at least 2048 bits");
     expect_conf_error(c3, -ENOENT, "cannot create");
