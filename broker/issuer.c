@@ -261,8 +261,9 @@ static uint64_t hash_str(const char *s)
 }
 
 /* Token bucket per pod attachment. Returns 0 if allowed, else the seconds to wait. */
-/* Drops buckets that have been idle long enough to be full again: a fresh bucket is identical, so this
- * loses nothing, and the table stays as small as the set of recently active pods. Lock held. */
+/* Drops buckets that have been idle long enough to be full again: a fresh bucket is identical, so
+ * this loses nothing, and the table stays as small as the set of recently active pods. Lock held.
+ */
 static void sweep_buckets(struct issuer *is, uint64_t now)
 {
     double refill_ms = 1000.0 * is->o.rate_burst / is->o.rate_per_pod;
