@@ -25,14 +25,19 @@ bench_apt wrk
 BROKER_LOG=/dev/null
 bench_broker_conf '{"rateLimit":{"requestsPerSecond":0}}'
 
-rss() { echo "$(bench_rss_kib "$BROKER_PID") $(awk '/^VmHWM:/ {print $2}' "/proc/$BROKER_PID/status") $(ls "/proc/$BROKER_PID/task" | wc -l)"; }
+# VmRSS VmHWM threads RssAnon RssFile (KiB). RssFile is mostly shared libraries (libcrypto, libcurl…),
+# pages shared with every other process that maps them; RssAnon is the broker's own heap and stacks.
+rss() {
+    awk -v t="$(ls "/proc/$BROKER_PID/task" | wc -l)" '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2}
+        /^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print r, h, t, a, f}' "/proc/$BROKER_PID/status"
+}
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 bench_log "idle"
 bench_broker_exec
 bench_broker_wait_ready
 sleep 1
-read -r idle_rss idle_hwm idle_threads <<<"$(rss)"
+read -r idle_rss idle_hwm idle_threads idle_anon idle_file <<<"$(rss)"
 bench_broker_stop
 
 bench_log "generating $IDENTITIES identities, $IDENTITIES bindings, $PODS pods"
@@ -42,8 +47,7 @@ bench_broker_wait_ready 300
 bench_log "registering $PODS pods"
 bench_register_pods "$PODS"
 sleep 1
-read -r loaded_rss loaded_hwm loaded_threads <<<"$(rss)"
-[ "$(bench_ctl -o json status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s.get("identities", s.get("counts", {}).get("identities", "?")))' 2>/dev/null)" != "" ] || true
+read -r loaded_rss loaded_hwm loaded_threads loaded_anon loaded_file <<<"$(rss)"
 
 URL="http://127.0.0.1:$BROKER_PORT$IMDS_PATH?api-version=2018-02-01&resource=https://management.azure.com/"
 st=$(curl -s -o /dev/null -w '%{http_code}' -H 'Metadata: true' -H 'Host: 169.254.169.254' "$URL")
@@ -58,8 +62,8 @@ while [ "$done_n" -lt "$REQUESTS" ]; do
     done_n=${done_n%.*}
     echo "$done_n $(rss)" | tee -a "$BENCH_DIR/series" >&2
 done
-read -r _ first_rss _ _ < <(head -1 "$BENCH_DIR/series")
-read -r last_n last_rss last_hwm last_threads < <(tail -1 "$BENCH_DIR/series")
+read -r _ first_rss _ _ first_anon first_file < <(head -1 "$BENCH_DIR/series")
+read -r last_n last_rss last_hwm last_threads last_anon last_file < <(tail -1 "$BENCH_DIR/series")
 max_rss=$(awk '{print $2}' "$BENCH_DIR/series" | sort -n | tail -1)
 min_rss=$(awk '{print $2}' "$BENCH_DIR/series" | sort -n | head -1)
 
@@ -67,12 +71,12 @@ echo
 echo "## bench/memory.sh — $(date -u +%F) — $(bench_machine)"
 echo "idbrokerd $(git -C "$BENCH_SRC" describe --always --dirty 2>/dev/null || echo '?'), files mode, mock provider"
 echo
-echo "| state | VmRSS MiB | VmHWM MiB | threads |"
-echo "|---|---|---|---|"
-echo "| idle (no objects, no registrations) | $(mib "$idle_rss") | $(mib "$idle_hwm") | $idle_threads |"
-echo "| loaded: $PODS registered pods, $IDENTITIES identities, $IDENTITIES bindings, $PODS pod manifests | $(mib "$loaded_rss") | $(mib "$loaded_hwm") | $loaded_threads |"
-echo "| after the first $CHUNK s of requests ($(head -1 "$BENCH_DIR/series" | cut -d' ' -f1) requests) | $(mib "$first_rss") | | |"
-echo "| after $last_n requests | $(mib "$last_rss") | $(mib "$last_hwm") | $last_threads |"
+echo "| state | VmRSS MiB | RssAnon MiB | RssFile MiB | VmHWM MiB | threads |"
+echo "|---|---|---|---|---|---|"
+echo "| idle (no objects, no registrations) | $(mib "$idle_rss") | $(mib "$idle_anon") | $(mib "$idle_file") | $(mib "$idle_hwm") | $idle_threads |"
+echo "| loaded: $PODS registered pods, $IDENTITIES identities, $IDENTITIES bindings, $PODS pod manifests | $(mib "$loaded_rss") | $(mib "$loaded_anon") | $(mib "$loaded_file") | $(mib "$loaded_hwm") | $loaded_threads |"
+echo "| after the first $CHUNK s of requests ($(head -1 "$BENCH_DIR/series" | cut -d' ' -f1) requests) | $(mib "$first_rss") | $(mib "$first_anon") | $(mib "$first_file") | | |"
+echo "| after $last_n requests | $(mib "$last_rss") | $(mib "$last_anon") | $(mib "$last_file") | $(mib "$last_hwm") | $last_threads |"
 echo
 echo "RSS over the requests, read between wrk runs: min $(mib "$min_rss") MiB, max $(mib "$max_rss") MiB ($(wc -l <"$BENCH_DIR/series") samples)."
 echo "- loaded RSS ≤ 16 MiB: $(awk -v k="$loaded_rss" 'BEGIN {print k <= 16384 ? "met" : "missed"}')"
