@@ -7,8 +7,9 @@ broker), reads the tenant from its `tid` claim and lists subscriptions at https:
 that is a fake ARM here (tests/fixtures/fake-arm.py, HTTPS with a test certificate, reached through a
 `hosts` entry of the pod's namespace; REQUESTS_CA_BUNDLE names the certificate — the only variable set,
 and it concerns ARM, not IMDS). The fake ARM checks that the bearer token is the pod's. Then
-`az account get-access-token` (ARM and --resource) returns tokens of the pod's identity, and
-`az login --identity --username CLIENT_ID` selects another identity bound to the pod. In a pod without a
+`az account show` and `az account get-access-token` (ARM and --resource) return the pod's identity and its
+tokens, and `az login --identity --username CLIENT_ID|RESOURCE_ID` selects another identity bound to the
+pod. In a pod without a
 binding `az login --identity` fails cleanly (exit code 1, a message, no account). Other az commands talk to
 ARM, which is not faked beyond /subscriptions. Without azure-cli the test is skipped (77): install it with
 `apt-get install azure-cli` (Debian 12: 2.45)."""
@@ -24,6 +25,8 @@ from sdk_world import DEFAULT_ID, OTHER_ID, TENANT, VAULT, SdkWorld, check, equa
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 ARM = "https://management.core.windows.net/"
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
+OTHER_RES = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+             "Microsoft.ManagedIdentity/userAssignedIdentities/other-identity")
 
 
 def az_version():
@@ -87,6 +90,10 @@ def main():
                   "... for the logged-in subscription and tenant")
             s.verify(out["accessToken"], aud, DEFAULT_ID, "az account get-access-token (%s)" % what)
 
+        rc, out, err = az_run(s.bound, ["account", "show"], "az-bound")
+        equal((rc, (out or {}).get("id"), (out or {}).get("user", {}).get("name")),
+              (0, SUBSCRIPTION, "systemAssignedIdentity"), "az account show: the logged-in subscription")
+
         # A user-assigned identity by client id: another identity bound to the same pod.
         rc, out, err = az_run(s.bound, ["login", "--identity", "--username", OTHER_ID], "az-other")
         check(rc == 0 and isinstance(out, list) and out,
@@ -96,6 +103,16 @@ def main():
         check(rc == 0 and isinstance(out, dict) and "accessToken" in out,
               "... az account get-access-token --resource then returns (%s)" % (err[-300:] or "ok"))
         s.verify(out["accessToken"], VAULT, OTHER_ID, "az account get-access-token, user-assigned")
+
+        # A user-assigned identity by resource id (az asks IMDS with msi_res_id=).
+        rc, out, err = az_run(s.bound, ["login", "--identity", "--username", OTHER_RES], "az-res")
+        check(rc == 0 and isinstance(out, list) and out,
+              "az login --identity --username RESOURCE_ID in the bound pod succeeds (%s)" % (err[-300:] or "ok"))
+        equal(out[0]["user"]["assignedIdentityInfo"], "MSIResource-" + OTHER_RES, "... as that identity")
+        rc, out, err = az_run(s.bound, ["account", "get-access-token", "--resource", VAULT], "az-res")
+        check(rc == 0 and isinstance(out, dict) and "accessToken" in out,
+              "... az account get-access-token --resource then returns (%s)" % (err[-300:] or "ok"))
+        s.verify(out["accessToken"], VAULT, OTHER_ID, "az account get-access-token, by resource id")
 
         # A pod without a binding.
         before = len(s.w.requests(armlog))

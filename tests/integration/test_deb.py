@@ -102,6 +102,8 @@ def main():
             "/etc/idbroker/identities/", "/usr/lib/systemd/system/idbrokerd.service",
             "/usr/share/doc/idbroker/operating.md", "/usr/share/doc/idbroker/configuration.md",
             "/usr/share/doc/idbroker/troubleshooting.md", "/usr/share/doc/idbroker/plugins.md",
+            "/usr/share/doc/idbroker/examples/hello-provider/hello.c",
+            "/usr/share/doc/idbroker/examples/hello-provider/Makefile", "/usr/share/doc/idbroker/compatibility.md",
             "/usr/share/man/man8/idbrokerd.8", "/usr/share/man/man8/idbrokerctl.8",
             "/usr/share/man/man8/idbroker-cni.8"]
     for f in want:
