@@ -119,7 +119,8 @@ def main():
                 os.makedirs(os.path.join(root, d))
             open(os.path.join(root, "var/lib/dpkg/status"), "w").close()
             p = run(["dpkg", "--root=" + root, "--force-depends", "-i", deb])
-            check(p.returncode == 0, "dpkg --root=CLEAN_ROOT -i the .deb (%s)" % p.stderr.strip()[-300:])
+            check(p.returncode == 0, "dpkg --root=CLEAN_ROOT --force-depends -i the .deb"
+                  + ("" if p.returncode == 0 else " (%s)" % p.stderr.strip()[-300:]))
             p = run(["dpkg", "--root=" + root, "-s", "idbroker"])
             check("Status: install ok installed" in p.stdout, "dpkg in the clean root: idbroker is installed")
         else:
@@ -149,7 +150,7 @@ def main():
             return
 
         p = run(prefix + ["/usr/sbin/idbrokerd", "--check-config"])
-        check(p.returncode == 0, "idbrokerd --check-config of the packaged /etc/idbroker/idbrokerd.json (%s)"
+        check(p.returncode == 0, "idbrokerd --check-config of the packaged /etc/idbroker/idbrokerd.json: %s"
               % (p.stdout + p.stderr).strip()[-300:])
 
         # A real start in the chroot, loopback only, with the packaged mock provider from the default
@@ -176,8 +177,8 @@ def main():
                 time.sleep(0.05)
         with open(os.path.join(tmp, "idbrokerd.log")) as f:
             log = f.read()
-        check(ready == 200, "idbrokerd started in the chroot loads the packaged mock provider and is ready (%s)"
-              % log[-500:].strip())
+        check(ready == 200, "idbrokerd started in the chroot loads the packaged mock provider and is ready"
+              + ("" if ready == 200 else " (%s)" % log[-500:].strip()))
         p = run(["chroot", root, "/usr/sbin/idbrokerctl", "providers"])
         check(p.returncode == 0 and "mock" in p.stdout, "idbrokerctl providers in the chroot lists mock")
         proc.terminate()
