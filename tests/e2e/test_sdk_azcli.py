@@ -122,7 +122,7 @@ def main():
         equal(len(s.w.requests(armlog)), before, "... and never reaches ARM")
         rc, out, err = az_run(s.unbound, ["account", "get-access-token"], "az-unbound")
         check(rc != 0 and not out, "... then az account get-access-token fails too (%s)" % err.replace("\n", " ")[-200:])
-        s.imds_untouched()
+        s.finish()
     finally:
         s.close()
 

@@ -56,7 +56,7 @@ def main():
         rc, code, body = curl(s, s.unbound)
         equal((code, body.get("error"), "access_token" in body), ("400", "invalid_request", False),
               "a pod without a binding: 400, no token (%s)" % body.get("error_description"))
-        s.imds_untouched()
+        s.finish()
     finally:
         s.close()
 

@@ -84,7 +84,7 @@ def main():
             check(rc == 1 and "token" not in out and out.get("error") != "no JSON",
                   "%s in a pod without a binding fails cleanly: %s: %s (%d ms)"
                   % (what, out.get("error"), out.get("message", "")[:200].replace("\n", " "), out.get("ms", -1)))
-        s.imds_untouched()
+        s.finish()
     finally:
         s.close()
 
