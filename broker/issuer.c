@@ -323,26 +323,23 @@ static void audit(bool enabled, const struct registration *reg, const struct iss
 {
     if (!enabled)
         return;
-    _cleanup_json_ struct json_object *f = json_object_new_object();
-    if (!f)
-        return;
-    json_add_str(f, "audit", "token");
-    json_add_str(f, "pod", res->pod);
-    if (reg && reg->pod_uid[0])
-        json_add_str(f, "podUid", reg->pod_uid);
-    if (res->identity[0])
-        json_add_str(f, "identity", res->identity);
-    json_add_str(f, "resource", req->resource);
-    json_add_str(f, "decision", res->code == 0 ? "issued" : "denied");
-    if (res->code < 0)
-        json_add_str(f, "error", idb_strerror(res->code));
-    if (res->reason[0])
-        json_add_str(f, "reason", res->reason);
-    if (res->code == 0)
-        json_add_str(f, "cache", hit ? "hit" : "miss");
-    json_add_int(f, "latencyMs", (int64_t)(now_monotonic_ms() - t0));
-    log_full(res->code == 0 ? IDB_LOG_INFO : IDB_LOG_NOTICE, 0, f, "token %s",
-             res->code == 0 ? "issued" : "denied");
+    char latency[24];
+    snprintf(latency, sizeof(latency), "%" PRIu64, now_monotonic_ms() - t0);
+    bool ok = res->code == 0;
+    const struct log_field f[] = {
+        {"audit", "token", 0},
+        {"pod", res->pod, 0},
+        {"podUid", reg && reg->pod_uid[0] ? reg->pod_uid : NULL, 0},
+        {"identity", res->identity[0] ? res->identity : NULL, 0},
+        {"resource", req->resource, 0},
+        {"decision", ok ? "issued" : "denied", 0},
+        {"error", ok ? NULL : idb_strerror(res->code), 0},
+        {"reason", res->reason[0] ? res->reason : NULL, 0},
+        {"cache", ok ? (hit ? "hit" : "miss") : NULL, 0},
+        {"latencyMs", latency, 1},
+    };
+    log_fields(ok ? IDB_LOG_INFO : IDB_LOG_NOTICE, f, ELEMENTSOF(f), "token %s",
+               ok ? "issued" : "denied");
 }
 
 static void result_fail(struct issue_result *ret, int code, const char *fmt, ...)
