@@ -492,16 +492,22 @@ static int delete_one(struct aai_writer *a, const char *key)
 static int reconcile(struct aai_writer *a)
 {
     struct kset want = {0}, observed = {0}, assigned = {0};
-    int r = compute_desired(a, &want);
+    /* "assigned" is read before the desired set is computed: a token issued in between is kept
+     * (its key is not in the snapshot), and only keys whose grant had ended by then are dropped. */
+    pthread_mutex_lock(&a->lock);
+    int r = kset_copy(&a->assigned, &assigned);
+    pthread_mutex_unlock(&a->lock);
     if (r < 0)
+        return r;
+    r = compute_desired(a, &want);
+    if (r < 0) {
+        kset_done(&assigned);
         return r == -EAGAIN ? 0 : r;
+    }
     pthread_mutex_lock(&a->lock);
     bool listed = a->listed;
-    if (listed) {
+    if (listed)
         r = kset_copy(&a->observed, &observed);
-        if (r >= 0)
-            r = kset_copy(&a->assigned, &assigned);
-    }
     pthread_mutex_unlock(&a->lock);
     if (!listed || r < 0) {
         kset_done(&want);
