@@ -633,6 +633,13 @@ static void do_watch(struct reflector *rf, const char *rv)
         fail_and_wait(rf, x.error, &st, "watch");
         return;
     }
+    if (r == -E2BIG || r == -EBADMSG) {
+        /* The stream cannot be trusted past this point, and resuming from the same
+         * resourceVersion would meet the same event again: relist after the backoff. */
+        clear_rv(rf);
+        fail_and_wait(rf, r, &st, "watch");
+        return;
+    }
     if (r == 0) {
         log_debug("k8s-watch: %s watch ended after %llu ms and %u events, resuming from %s",
                   rf->kind->name, (unsigned long long)up, x.events, rv);
