@@ -34,6 +34,7 @@
 struct kset {
     char **keys;
     char **vals;
+    uint64_t *nums; /* a number per key (assigned: the sequence of its last issued token) */
     size_t n, cap;
 };
 
@@ -45,6 +46,7 @@ static void kset_done(struct kset *s)
     }
     free(s->keys);
     free(s->vals);
+    free(s->nums);
     *s = (struct kset){0};
 }
 
@@ -90,6 +92,10 @@ static int kset_put(struct kset *s, const char *key, const char *val)
         if (!v)
             return -ENOMEM;
         s->vals = v;
+        uint64_t *nu = realloc(s->nums, cap * sizeof(*nu));
+        if (!nu)
+            return -ENOMEM;
+        s->nums = nu;
         s->cap = cap;
     }
     char *k = strdup(key), *v = val ? strdup(val) : NULL;
@@ -101,8 +107,10 @@ static int kset_put(struct kset *s, const char *key, const char *val)
     size_t at = (size_t)(-i - 1);
     memmove(s->keys + at + 1, s->keys + at, (s->n - at) * sizeof(char *));
     memmove(s->vals + at + 1, s->vals + at, (s->n - at) * sizeof(char *));
+    memmove(s->nums + at + 1, s->nums + at, (s->n - at) * sizeof(uint64_t));
     s->keys[at] = k;
     s->vals[at] = v;
+    s->nums[at] = 0;
     s->n++;
     return 1;
 }
@@ -116,6 +124,7 @@ static int kset_del(struct kset *s, const char *key)
     free(s->vals[i]);
     memmove(s->keys + i, s->keys + i + 1, (s->n - (size_t)i - 1) * sizeof(char *));
     memmove(s->vals + i, s->vals + i + 1, (s->n - (size_t)i - 1) * sizeof(char *));
+    memmove(s->nums + i, s->nums + i + 1, (s->n - (size_t)i - 1) * sizeof(uint64_t));
     s->n--;
     return 1;
 }
@@ -145,7 +154,8 @@ struct aai_writer {
     bool dirty;
     bool listed;          /* the watch has listed this node's AAIs */
     struct kset observed; /* "ns/name" -> summary */
-    struct kset assigned; /* "ns/name" of AAIs a token was issued for */
+    struct kset assigned; /* "ns/name" of AAIs a token was issued for; nums: issue sequence */
+    uint64_t issue_seq;   /* bumps on every issued token */
 };
 
 int aai_name(const char *pod, const char *pod_ns, const char *identity, char *buf, size_t n)
@@ -496,6 +506,7 @@ static int reconcile(struct aai_writer *a)
      * (its key is not in the snapshot), and only keys whose grant had ended by then are dropped. */
     pthread_mutex_lock(&a->lock);
     int r = kset_copy(&a->assigned, &assigned);
+    uint64_t seq = a->issue_seq;
     pthread_mutex_unlock(&a->lock);
     if (r < 0)
         return r;
@@ -556,11 +567,16 @@ static int reconcile(struct aai_writer *a)
         kset_del(&a->observed, observed.keys[i]);
         pthread_mutex_unlock(&a->lock);
     }
-    /* A grant that ended forgets that it was assigned: a new grant starts at Created. */
+    /* A grant that ended forgets that it was assigned: a new grant starts at Created. A token
+     * issued after the snapshot (the grant may be back already) keeps its key. */
     pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < assigned.n; i++)
-        if (kset_find(&want, assigned.keys[i]) < 0)
+    for (size_t i = 0; i < assigned.n; i++) {
+        if (kset_find(&want, assigned.keys[i]) >= 0)
+            continue;
+        ssize_t at = kset_find(&a->assigned, assigned.keys[i]);
+        if (at >= 0 && a->assigned.nums[at] <= seq)
             kset_del(&a->assigned, assigned.keys[i]);
+    }
     pthread_mutex_unlock(&a->lock);
     kset_done(&want);
     kset_done(&observed);
@@ -676,8 +692,13 @@ void aai_writer_issued(void *ud, const char *pod_ns, const char *pod_name, const
         return;
     snprintf(key, sizeof(key), "%s/%s", id_ns, name);
     pthread_mutex_lock(&a->lock);
-    if (kset_find(&a->assigned, key) < 0 && kset_put(&a->assigned, key, NULL) > 0)
+    ssize_t at = kset_find(&a->assigned, key);
+    if (at < 0 && kset_put(&a->assigned, key, NULL) > 0) {
         wake(a);
+        at = kset_find(&a->assigned, key);
+    }
+    if (at >= 0)
+        a->assigned.nums[at] = ++a->issue_seq;
     pthread_mutex_unlock(&a->lock);
 }
 
