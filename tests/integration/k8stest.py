@@ -87,6 +87,12 @@ class FakeApi:
             raise Failure("fake: put failed: %s %s" % (st, o))
         return o
 
+    def put_many(self, objs):
+        st, o = self.ctl("POST", "/objects", objs)
+        if st != 200:
+            raise Failure("fake: put failed: %s %s" % (st, o))
+        return o
+
     def delete(self, plural, ns, name):
         return self.ctl("DELETE", "/objects/%s/%s/%s" % (plural, ns, name))[0] == 200
 
