@@ -57,6 +57,14 @@ struct broker {
     time_t started;
 };
 
+/* broker.c: the module options a configuration gives (at start and on reload). */
+struct issuer_options;
+struct tc_options;
+void broker_issuer_options(const struct broker_conf *c, struct broker *b,
+                           struct issuer_options *ret);
+void broker_cache_options(const struct broker_conf *c, struct tc_options *ret);
+void broker_policy_flags(const struct broker_conf *c, struct store_policy *ret);
+
 /* Reloads the configuration file (if any) and the policy source. Keeps registrations and valid
  * cached tokens. Settings that need a restart (listen addresses, providers, stateDir) are reported
  * in the log and left as they were. Returns < 0 with *ret_error (returns new) on a bad file:

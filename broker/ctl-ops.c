@@ -344,6 +344,10 @@ static int op_register(void *ud, struct json_object *req, struct json_object **r
         return set_error(ret_error, -EINVAL, "registration needs at least one address in 'ips'");
     if (!reg.created)
         reg.created = (uint64_t)time(NULL);
+    /* Registered by hand: the file says so, unless the client named the origin itself (an absent
+     * origin is read back as "cni"). */
+    if (!reg.origin[0])
+        snprintf(reg.origin, sizeof(reg.origin), "ctl");
     r = registry_add(b->registry, &reg, true);
     metrics_ctl_op("register", r);
     if (r < 0)

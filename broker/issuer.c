@@ -25,7 +25,11 @@
 #include "token-cache.h"
 
 #define KEY_SEP '\x1f'
+/* Keys of issue_via tokens start with this; never a provider name ([a-z0-9-]+), so no key of a
+ * provider called "via…" is mistaken for one. */
+#define VIA_PREFIX "+via"
 #define RATE_BUCKETS 1024
+#define RATE_SWEEP_MS 10000
 
 /* A per-pod token bucket, keyed by containerId@ifName. */
 struct bucket {
@@ -36,10 +40,13 @@ struct bucket {
 };
 
 struct issuer {
+    /* `lock` guards o, type_providers and buckets: a reload (issuer_set_options) replaces the
+     * options and frees the old type-provider names while requests run. */
+    pthread_mutex_t lock;
     struct issuer_options o;
     char *type_providers[3];
-    pthread_mutex_t rate_lock;
     struct bucket *buckets[RATE_BUCKETS];
+    uint64_t last_sweep_ms;
 };
 
 /* Everything a provider call needs, copied out of the store so the fetch may outlive the request.
@@ -173,7 +180,7 @@ struct issuer *issuer_new(const struct issuer_options *o)
     struct issuer *is = calloc(1, sizeof(*is));
     if (!is)
         return NULL;
-    pthread_mutex_init(&is->rate_lock, NULL);
+    pthread_mutex_init(&is->lock, NULL);
     if (issuer_set_options(is, o) < 0)
         return issuer_free(is);
     return is;
@@ -191,7 +198,7 @@ struct issuer *issuer_free(struct issuer *is)
             is->buckets[i] = b->next;
             free(b);
         }
-    pthread_mutex_destroy(&is->rate_lock);
+    pthread_mutex_destroy(&is->lock);
     free(is);
     return NULL;
 }
@@ -205,15 +212,44 @@ int issuer_set_options(struct issuer *is, const struct issuer_options *o)
             free(tp[1]);
             return -ENOMEM;
         }
-    pthread_mutex_lock(&is->rate_lock);
+    pthread_mutex_lock(&is->lock);
     is->o = *o;
     for (size_t i = 0; i < 3; i++) {
         free(is->type_providers[i]);
         is->type_providers[i] = tp[i];
         is->o.type_providers[i] = tp[i];
     }
-    pthread_mutex_unlock(&is->rate_lock);
+    pthread_mutex_unlock(&is->lock);
     return 0;
+}
+
+/* The options in force now, for one request. The type_providers pointers are not copied: they
+ * may be freed by a reload as soon as the lock is dropped (use type_provider()). */
+static void options_get(struct issuer *is, struct issuer_options *ret)
+{
+    pthread_mutex_lock(&is->lock);
+    *ret = is->o;
+    pthread_mutex_unlock(&is->lock);
+    for (size_t i = 0; i < 3; i++)
+        ret->type_providers[i] = NULL;
+}
+
+/* The provider configured for identity type `type` (typeProviders): the plugin, or NULL if none is
+ * configured or it is not loaded; its name is copied to name[size] ("" if none). */
+static const struct plugin *type_provider(struct issuer *is, int type, char *name, size_t size)
+{
+    const struct plugin *pl = NULL;
+    name[0] = '\0';
+    if (type < 0 || type >= 3)
+        return NULL;
+    pthread_mutex_lock(&is->lock);
+    const char *n = is->type_providers[type];
+    if (n) {
+        snprintf(name, size, "%s", n);
+        pl = plugin_set_find(is->o.plugins, n);
+    }
+    pthread_mutex_unlock(&is->lock);
+    return pl;
 }
 
 static uint64_t hash_str(const char *s)
@@ -225,15 +261,38 @@ static uint64_t hash_str(const char *s)
 }
 
 /* Token bucket per pod attachment. Returns 0 if allowed, else the seconds to wait. */
+/* Drops buckets that have been idle long enough to be full again: a fresh bucket is identical, so
+ * this loses nothing, and the table stays as small as the set of recently active pods. Lock held.
+ */
+static void sweep_buckets(struct issuer *is, uint64_t now)
+{
+    double refill_ms = 1000.0 * is->o.rate_burst / is->o.rate_per_pod;
+    for (size_t i = 0; i < RATE_BUCKETS; i++)
+        for (struct bucket **p = &is->buckets[i]; *p;) {
+            struct bucket *b = *p;
+            if ((double)(now - b->last_ms) >= refill_ms) {
+                *p = b->next;
+                free(b);
+            } else
+                p = &b->next;
+        }
+}
+
 static uint32_t rate_check(struct issuer *is, const struct registration *reg)
 {
-    if (is->o.rate_per_pod == 0)
-        return 0;
     char key[sizeof(((struct bucket *)0)->key)];
     snprintf(key, sizeof(key), "%s@%s", reg->container_id, reg->if_name);
     uint64_t now = now_monotonic_ms();
     uint32_t wait = 0;
-    pthread_mutex_lock(&is->rate_lock);
+    pthread_mutex_lock(&is->lock);
+    if (is->o.rate_per_pod == 0) {
+        pthread_mutex_unlock(&is->lock);
+        return 0;
+    }
+    if (now - is->last_sweep_ms >= RATE_SWEEP_MS) {
+        sweep_buckets(is, now);
+        is->last_sweep_ms = now;
+    }
     struct bucket **slot = &is->buckets[hash_str(key) % RATE_BUCKETS], *b = *slot;
     while (b && !streq(b->key, key))
         b = b->next;
@@ -254,15 +313,14 @@ static uint32_t rate_check(struct issuer *is, const struct registration *reg)
         else
             wait = (uint32_t)((1.0 - b->tokens) / is->o.rate_per_pod) + 1;
     }
-    pthread_mutex_unlock(&is->rate_lock);
+    pthread_mutex_unlock(&is->lock);
     return wait;
 }
 
-static void audit(struct issuer *is, const struct registration *reg,
-                  const struct issue_request *req, const struct issue_result *res, uint64_t t0,
-                  bool hit)
+static void audit(bool enabled, const struct registration *reg, const struct issue_request *req,
+                  const struct issue_result *res, uint64_t t0, bool hit)
 {
-    if (!is->o.audit)
+    if (!enabled)
         return;
     _cleanup_json_ struct json_object *f = json_object_new_object();
     if (!f)
@@ -301,7 +359,9 @@ static void issue_for_registration(struct issuer *is, const struct registration 
                                    const struct issue_request *req, struct issue_result *ret,
                                    uint64_t t0)
 {
-    struct policy *pol = is->o.policy;
+    struct issuer_options o;
+    options_get(is, &o);
+    struct policy *pol = o.policy;
     bool hit = false;
     snprintf(ret->pod, sizeof(ret->pod), "%s/%s", reg->pod_namespace, reg->pod_name);
 
@@ -309,12 +369,11 @@ static void issue_for_registration(struct issuer *is, const struct registration 
     if (wait > 0) {
         metrics_inc(M_RATE_LIMITED);
         ret->retry_after_s = wait;
-        result_fail(ret, IDB_E_RATE_LIMITED, "per-pod rate limit of %u/s exceeded",
-                    is->o.rate_per_pod);
+        result_fail(ret, IDB_E_RATE_LIMITED, "per-pod rate limit of %u/s exceeded", o.rate_per_pod);
         goto out;
     }
 
-    uint64_t sync_deadline = t0 + is->o.sync_timeout_ms;
+    uint64_t sync_deadline = t0 + o.sync_timeout_ms;
     struct fetch_ctx *f = NULL;
     char key[8192];
     for (;;) {
@@ -360,9 +419,14 @@ static void issue_for_registration(struct issuer *is, const struct registration 
                      id->client_id ? id->client_id : "");
             snprintf(ret->reason, sizeof(ret->reason), "%s", d.reason);
             const char *pname = identity_annotation(id, STORE_ANNOTATION_PROVIDER);
-            if (!pname && id->type >= 0 && id->type < 3)
-                pname = is->o.type_providers[id->type];
-            const struct plugin *pl = pname ? plugin_set_find(is->o.plugins, pname) : NULL;
+            char tpname[128];
+            const struct plugin *pl;
+            if (pname)
+                pl = plugin_set_find(o.plugins, pname);
+            else {
+                pl = type_provider(is, id->type, tpname, sizeof(tpname));
+                pname = tpname[0] ? tpname : NULL;
+            }
             if (!pl) {
                 policy_read_unlock(pol);
                 result_fail(ret, IDB_E_NO_PROVIDER, "identity %s needs provider '%s', not loaded",
@@ -377,7 +441,7 @@ static void issue_for_registration(struct issuer *is, const struct registration 
                 result_fail(ret, -ENAMETOOLONG, "resource too long");
                 goto out;
             }
-            f = fetch_ctx_new(pl, id, req->resource, is->o.provider_timeout_ms);
+            f = fetch_ctx_new(pl, id, req->resource, o.provider_timeout_ms);
             policy_read_unlock(pol);
             if (!f) {
                 result_fail(ret, -ENOMEM, "out of memory");
@@ -390,21 +454,21 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             policy_wait_change(pol, gen, sync_deadline))
             continue;
         if (d.result == IDB_E_NOT_SYNCED)
-            ret->retry_after_s = is->o.retry_after_s;
+            ret->retry_after_s = o.retry_after_s;
         result_fail(ret, d.result, "%s", d.reason);
         goto out;
     }
 
     const struct tc_token *tok = NULL;
     struct tc_error err = {0};
-    int r = token_cache_get(is->o.cache, key, req->bypass_cache,
-                            now_monotonic_ms() + is->o.provider_timeout_ms, fetch_token, f,
-                            fetch_ctx_free, &tok, &hit, &err);
+    int r =
+        token_cache_get(o.cache, key, req->bypass_cache, now_monotonic_ms() + o.provider_timeout_ms,
+                        fetch_token, f, fetch_ctx_free, &tok, &hit, &err);
     metrics_inc(hit ? M_CACHE_HITS : M_CACHE_MISSES);
     if (r < 0) {
         ret->upstream_status = err.upstream_status;
         ret->upstream_error = TAKE_PTR(err.upstream_error);
-        ret->retry_after_s = err.retry_after_s ? err.retry_after_s : is->o.retry_after_s;
+        ret->retry_after_s = err.retry_after_s ? err.retry_after_s : o.retry_after_s;
         if (r == IDB_E_PROVIDER_TIMEOUT)
             metrics_inc(M_UPSTREAM_TIMEOUTS);
         else
@@ -430,7 +494,7 @@ static void issue_for_registration(struct issuer *is, const struct registration 
         }
     }
 out:
-    audit(is, reg, req, ret, t0, hit);
+    audit(o.audit, reg, req, ret, t0, hit);
 }
 
 int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg,
@@ -484,6 +548,8 @@ static void result_init(struct issue_result *ret)
 static int peer_to_ip(const struct sockaddr *sa, socklen_t len, struct reg_ip *ret)
 {
     struct reg_ip ip = {0};
+    if (!sa || len < sizeof(sa_family_t))
+        return -EAFNOSUPPORT;
     if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
         ip.family = AF_INET;
         memcpy(ip.addr.v4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
@@ -507,7 +573,9 @@ void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, sockl
 {
     uint64_t t0 = now_monotonic_ms();
     result_init(ret);
-    struct reg_ip ip;
+    struct issuer_options o;
+    options_get(is, &o);
+    struct reg_ip ip = {0}; /* family 0 ("?" in messages) unless the address is understood */
     struct registration reg;
     int r = peer_to_ip(peer, peer_len, &ip);
     if (r >= 0)
@@ -517,12 +585,12 @@ void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, sockl
         if (ip.family)
             reg_ip_to_string(&ip, a, sizeof(a));
         if (r == IDB_E_AMBIGUOUS_POD) {
-            ret->retry_after_s = is->o.retry_after_s;
+            ret->retry_after_s = o.retry_after_s;
             result_fail(ret, r, "more than one registration claims %s", a);
         } else
             result_fail(ret, IDB_E_UNKNOWN_POD, "no pod registered on this node owns %s", a);
         snprintf(ret->pod, sizeof(ret->pod), "addr:%s", a);
-        audit(is, NULL, req, ret, t0, false);
+        audit(o.audit, NULL, req, ret, t0, false);
         return;
     }
     issue_for_registration(is, &reg, req, ret, t0);
@@ -535,9 +603,11 @@ void issuer_issue_for_pod(struct issuer *is, const char *ns, const char *name,
     result_init(ret);
     struct registration reg;
     if (registry_find_pod(is->o.registry, ns, name, &reg) < 0) {
+        struct issuer_options o;
+        options_get(is, &o);
         snprintf(ret->pod, sizeof(ret->pod), "%s/%s", ns, name);
         result_fail(ret, IDB_E_UNKNOWN_POD, "pod %s/%s is not registered on this node", ns, name);
-        audit(is, NULL, req, ret, t0, false);
+        audit(o.audit, NULL, req, ret, t0, false);
         return;
     }
     issue_for_registration(is, &reg, req, ret, t0);
@@ -574,7 +644,7 @@ static bool key_is_stale(const char *key, void *ud)
     const char *a = strchr(key, KEY_SEP);
     const char *b = a ? strchr(a + 1, KEY_SEP) : NULL;
     const char *e = b ? strchr(b + 1, KEY_SEP) : NULL;
-    if (!a || !b || !e || strncmp(key, "via", 3) == 0)
+    if (!a || !b || !e || strncmp(key, VIA_PREFIX, strlen(VIA_PREFIX)) == 0)
         return false;
     char nsname[2 * REG_MAX_NAME + 2], hash[17];
     size_t n = (size_t)(b - a - 1);
@@ -612,7 +682,11 @@ size_t issuer_evict_stale(struct issuer *is)
 int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_token_req *req,
                      struct idb_token *ret)
 {
-    const struct plugin *pl = plugin_set_find(is->o.plugins, provider);
+    struct issuer_options o;
+    options_get(is, &o);
+    if (!req->resource)
+        return -EINVAL;
+    const struct plugin *pl = plugin_set_find(o.plugins, provider);
     if (!pl)
         return IDB_E_NO_PROVIDER;
     struct identity id = {
@@ -627,20 +701,27 @@ int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_t
         .secret_name = (char *)"",
         .secret_namespace = (char *)"",
     };
+    /* Key: every field the provider gets that can change the token. A separator inside a field
+     * would let two different requests share one key (the resource is last, so it may hold
+     * anything). */
+    if (strchr(id.client_id, KEY_SEP) || strchr(id.resource_id, KEY_SEP) ||
+        strchr(id.tenant_id, KEY_SEP))
+        return -EINVAL;
     char key[8192];
-    int kn = snprintf(key, sizeof(key), "via%c%s%c%s%c%s%c%s", KEY_SEP, pl->name, KEY_SEP,
-                      id.client_id, KEY_SEP, id.resource_id, KEY_SEP, req->resource);
+    int kn = snprintf(key, sizeof(key), VIA_PREFIX "%c%s%c%d%c%s%c%s%c%s%c%s", KEY_SEP, pl->name,
+                      KEY_SEP, id.type, KEY_SEP, id.client_id, KEY_SEP, id.resource_id, KEY_SEP,
+                      id.tenant_id, KEY_SEP, req->resource);
     if (kn < 0 || (size_t)kn >= sizeof(key))
         return -ENAMETOOLONG;
-    struct fetch_ctx *f = fetch_ctx_new(pl, &id, req->resource, is->o.provider_timeout_ms);
+    struct fetch_ctx *f = fetch_ctx_new(pl, &id, req->resource, o.provider_timeout_ms);
     if (!f)
         return -ENOMEM;
     const struct tc_token *tok = NULL;
     struct tc_error err = {0};
     bool hit;
     uint64_t deadline =
-        req->deadline_ms ? req->deadline_ms : now_monotonic_ms() + is->o.provider_timeout_ms;
-    int r = token_cache_get(is->o.cache, key, false, deadline, fetch_token, f, fetch_ctx_free, &tok,
+        req->deadline_ms ? req->deadline_ms : now_monotonic_ms() + o.provider_timeout_ms;
+    int r = token_cache_get(o.cache, key, false, deadline, fetch_token, f, fetch_ctx_free, &tok,
                             &hit, &err);
     if (r < 0) {
         ret->upstream_status = err.upstream_status;
@@ -650,11 +731,22 @@ int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_t
         return r;
     }
     tc_error_done(&err);
-    ret->access_token = strdup(tok->access_token);
-    ret->client_id = tok->client_id ? strdup(tok->client_id) : NULL;
+    char *at = strdup(tok->access_token);
+    char *cid = tok->client_id ? strdup(tok->client_id) : NULL;
+    if (!at || (tok->client_id && !cid)) {
+        if (at) {
+            explicit_bzero(at, strlen(at));
+            free(at);
+        }
+        free(cid);
+        token_cache_release(o.cache, tok);
+        return -ENOMEM;
+    }
+    ret->access_token = at;
+    ret->client_id = cid;
     ret->expires_on = tok->expires_on;
     ret->not_before = tok->not_before;
     ret->ext_expires_in = tok->ext_expires_in;
-    token_cache_release(is->o.cache, tok);
-    return ret->access_token ? 0 : -ENOMEM;
+    token_cache_release(o.cache, tok);
+    return 0;
 }

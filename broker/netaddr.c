@@ -21,6 +21,11 @@ bool netaddr_is_managed(const char *ip)
 int netaddr_ensure(const char *ip)
 {
     int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    unsigned char bin[16];
+    /* nl_addr_parse() also takes "default", "any", "none" and "a.b.c.d/len": only a plain address
+     * may reach it. */
+    if (inet_pton(family, ip, bin) != 1)
+        return -EINVAL;
     struct nl_sock *sk = nl_socket_alloc();
     struct nl_cache *cache = NULL;
     struct nl_addr *want = NULL;

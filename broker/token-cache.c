@@ -24,6 +24,16 @@
  * - Eviction detaches running flights for the evicted keys: their waiters still get the result, but
  *   it is not stored, and later callers start a fresh flight instead of joining the old one.
  * - max_entries == 0 means unbounded.
+ *
+ * Proactive refresh: an entry keeps the fetch closure (fetch, ud, free_ud) of the flight that
+ * filled it last, and the time a caller last asked for it (last_access). The refresher thread
+ * (started by token_cache_new, stopped by token_cache_free) scans the entries every
+ * refresh_interval_ms and starts a background flight for each token past half its lifetime that a
+ * caller asked for within the last token lifetime; the flight borrows the entry's closure (the
+ * entry's ud is moved into the flight and back into the entry when it lands, or freed if the entry
+ * went meanwhile). So a key in use is refreshed before any caller finds it past half-life, and a
+ * key nobody asks for any more is refreshed at most until one lifetime after its last use, then
+ * left to expire. Negative entries are never refreshed in the background.
  */
 #include "token-cache.h"
 
@@ -69,6 +79,10 @@ struct entry {
     struct tc_error err;               /* negative entries only */
     uint64_t neg_until_ms;             /* CLOCK_MONOTONIC; negative entries only */
     uint64_t refresh_after_ms;         /* CLOCK_MONOTONIC; no refresh before (after a failed one) */
+    uint64_t last_access;              /* clock_now() of the last get that used this entry */
+    tc_fetch_fn fetch;                 /* closure of the flight that filled the entry, for the */
+    void *ud;                          /* refresher; ud is NULL while a background refresh */
+    tc_free_fn free_ud;                /* borrows it */
 };
 
 struct flight {
@@ -78,6 +92,7 @@ struct flight {
     bool in_table; /* still the flight later callers join */
     bool store;    /* publish the result into the cache; cleared by eviction */
     bool done;
+    bool demanded;       /* a caller waited for it (else a background refresh) */
     pthread_cond_t cond; /* CLOCK_MONOTONIC; signalled when done */
     int result;
     struct tok *tok; /* on success; the flight's own reference */
@@ -97,6 +112,10 @@ struct token_cache {
     struct entry *lru_head, *lru_tail; /* head = most recently used */
     struct tc_stats stats;
     uint8_t hash_key[16];
+    pthread_t refresher;
+    bool has_refresher;
+    bool stop_refresher;   /* under lock */
+    pthread_cond_t wakeup; /* CLOCK_MONOTONIC; wakes the refresher to stop */
 };
 
 /* SipHash-2-4 (Aumasson, Bernstein), reference algorithm. */
@@ -166,6 +185,11 @@ static uint64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timespec ms_to_timespec(uint64_t ms)
+{
+    return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
 }
 
 static uint64_t clock_now(const struct token_cache *c)
@@ -320,6 +344,8 @@ static void entry_drop(struct token_cache *c, struct entry *e)
     htable_remove(&c->entries, &e->node);
     lru_unlink(c, e);
     entry_clear(e);
+    if (e->ud && e->free_ud)
+        e->free_ud(e->ud);
     free(e->node.key);
     free(e);
     c->stats.entries = c->entries.n;
@@ -408,6 +434,8 @@ static void flight_publish(struct token_cache *c, struct flight *f)
         entry_clear(e);
     }
     lru_push_front(c, e);
+    if (f->demanded)
+        e->last_access = now;
     if (f->result >= 0)
         e->tok = tok_ref(f->tok);
     else {
@@ -473,15 +501,27 @@ static void *flight_run(void *p)
     f->err = err;
     if (r < 0)
         c->stats.fetch_errors++;
-    if (f->store)
+    /* The closure goes to the entry (for the refresher); the one it replaces is freed below. */
+    void *drop_ud = f->ud;
+    tc_free_fn drop_free = f->free_ud;
+    if (f->store) {
         flight_publish(c, f);
+        struct entry *e = entry_find(c, f->node.hash, f->node.key);
+        if (e) {
+            drop_ud = e->ud;
+            drop_free = e->free_ud;
+            e->fetch = f->fetch;
+            e->ud = f->ud;
+            e->free_ud = f->free_ud;
+        }
+    }
     flight_detach(c, f);
     f->done = true;
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&c->lock);
 
-    if (f->free_ud)
-        f->free_ud(f->ud);
+    if (drop_ud && drop_free)
+        drop_free(drop_ud);
 
     pthread_mutex_lock(&c->lock);
     flight_unref(f);
@@ -548,6 +588,84 @@ static int flight_start(struct token_cache *c, const char *key, uint64_t hash, u
     return 0;
 }
 
+/* Whether the refresher should refresh e now: a token past half-life, not expired, asked for
+ * within the last token lifetime, with its closure at hand, no refresh running or held back. */
+static bool entry_refresh_due(struct token_cache *c, const struct entry *e, uint64_t now,
+                              uint64_t now_ms)
+{
+    if (!e->tok || !e->ud || !e->fetch || now_ms < e->refresh_after_ms)
+        return false;
+    const struct tc_token *t = &e->tok->pub;
+    if (t->expires_on <= now || !entry_half_life(e, now))
+        return false;
+    uint64_t lifetime = t->expires_on > t->issued_at ? t->expires_on - t->issued_at : 0;
+    if (e->last_access + lifetime < now)
+        return false;
+    return !flight_find(c, e->node.hash, e->node.key);
+}
+
+/* One scan of the refresher. Under the lock. */
+static unsigned refresh_scan(struct token_cache *c)
+{
+    uint64_t now = clock_now(c), now_ms = mono_ms();
+    unsigned n = 0;
+    for (struct entry *e = c->lru_head; e; e = e->lru_next) {
+        if (!entry_refresh_due(c, e, now, now_ms))
+            continue;
+        struct flight *f = NULL;
+        if (flight_start(c, e->node.key, e->node.hash, 0, e->fetch, e->ud, e->free_ud, &f) < 0)
+            break;    /* out of memory or threads: try again at the next scan */
+        e->ud = NULL; /* the flight has it now and hands it back when it lands */
+        c->stats.refreshes++;
+        c->stats.proactive_refreshes++;
+        n++;
+    }
+    return n;
+}
+
+static uint32_t refresh_interval(const struct token_cache *c)
+{
+    uint32_t ms = c->opt.refresh_interval_ms;
+    return ms == 0 || ms == TC_REFRESH_OFF ? TC_DEFAULT_REFRESH_INTERVAL_MS : ms;
+}
+
+static void *refresher_run(void *p)
+{
+    struct token_cache *c = p;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stop_refresher) {
+        struct timespec ts = ms_to_timespec(mono_ms() + refresh_interval(c));
+        while (!c->stop_refresher)
+            if (pthread_cond_timedwait(&c->wakeup, &c->lock, &ts) != 0)
+                break;
+        if (!c->stop_refresher)
+            refresh_scan(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Stops the refresher thread (if any) and waits for it. Idempotent. */
+static void refresher_stop(struct token_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->stop_refresher = true;
+    bool join = c->has_refresher;
+    c->has_refresher = false;
+    pthread_cond_broadcast(&c->wakeup);
+    pthread_mutex_unlock(&c->lock);
+    if (join)
+        pthread_join(c->refresher, NULL);
+}
+
+unsigned token_cache_refresh_due(struct token_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned n = c->stop_refresher ? 0 : refresh_scan(c);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
 struct token_cache *token_cache_new(const struct tc_options *o)
 {
     struct token_cache *c = calloc(1, sizeof(*c));
@@ -571,7 +689,12 @@ struct token_cache *token_cache_new(const struct tc_options *o)
     pthread_condattr_init(&ica);
     pthread_condattr_setclock(&ica, CLOCK_MONOTONIC);
     pthread_cond_init(&c->idle, &ica);
+    pthread_cond_init(&c->wakeup, &ica);
     pthread_condattr_destroy(&ica);
+    /* Without the refresher the cache still works (refresh on a hit past half-life): a failure to
+     * start the thread only loses the proactive part. */
+    if (c->opt.refresh_interval_ms != TC_REFRESH_OFF)
+        c->has_refresher = pthread_create(&c->refresher, NULL, refresher_run, c) == 0;
     return c;
 }
 
@@ -579,6 +702,7 @@ struct token_cache *token_cache_free(struct token_cache *c)
 {
     if (!c)
         return NULL;
+    refresher_stop(c);
     pthread_mutex_lock(&c->lock);
     while (c->running > 0)
         pthread_cond_wait(&c->idle, &c->lock);
@@ -590,20 +714,17 @@ struct token_cache *token_cache_free(struct token_cache *c)
     free(c->entries.buckets);
     free(c->flights.buckets);
     pthread_cond_destroy(&c->idle);
+    pthread_cond_destroy(&c->wakeup);
     pthread_mutex_destroy(&c->lock);
     free(c);
     return NULL;
-}
-
-static struct timespec ms_to_timespec(uint64_t ms)
-{
-    return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
 }
 
 int token_cache_wait_idle(struct token_cache *c, uint64_t deadline_ms)
 {
     struct timespec ts = ms_to_timespec(deadline_ms);
     int r = 0;
+    refresher_stop(c);
     pthread_mutex_lock(&c->lock);
     while (c->running > 0 && r == 0)
         if (pthread_cond_timedwait(&c->idle, &c->lock, &ts) == ETIMEDOUT)
@@ -627,6 +748,8 @@ int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_
     struct entry *e = entry_find(c, hash, key);
     struct flight *f = NULL;
 
+    if (e)
+        e->last_access = now;
     if (e && entry_negative_live(e, now_ms)) {
         c->stats.hits++;
         lru_unlink(c, e);
@@ -664,6 +787,7 @@ int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_
         }
         ud_taken = true;
     }
+    f->demanded = true;
 
     struct timespec ts = ms_to_timespec(deadline_ms);
     /* Any error other than a spurious wakeup (ETIMEDOUT, or EINVAL for a deadline beyond time_t)
@@ -757,6 +881,7 @@ void token_cache_stats(struct token_cache *c, struct tc_stats *ret)
 {
     pthread_mutex_lock(&c->lock);
     c->stats.entries = c->entries.n;
+    c->stats.running = c->running;
     *ret = c->stats;
     pthread_mutex_unlock(&c->lock);
 }

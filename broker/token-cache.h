@@ -8,6 +8,9 @@
  * caller.
  * - Refresh before expiry: a hit on an entry past half its lifetime starts one background fetch and
  *   returns the still-valid token at once. Entries with less than min_ttl_s left are not served.
+ * - Proactive refresh: a refresher thread refreshes, with the fetch closure that last filled the
+ *   entry, every token past half its lifetime that was asked for within the last token lifetime,
+ *   so callers of a key in use find a fresh token; a key nobody asks for is left to expire.
  * - Negative cache: a failed fetch is remembered for negative_ms (same error to every caller).
  * - Bounded: at most max_entries; least recently used entries go first.
  * Thread-safe. Tokens handed out are immutable and refcounted: release them with
@@ -42,8 +45,13 @@ struct tc_error {
  * malloc; the cache takes them) and returns 0, or returns < 0 and may fill *ret_err's fields
  * (strings from malloc). */
 typedef int (*tc_fetch_fn)(void *ud, struct tc_token *ret, struct tc_error *ret_err);
-/* Frees the fetch's userdata once the fetch is over (it may outlive the caller's wait). */
+/* Frees the fetch's userdata once it is no longer needed. The cache keeps the userdata of the fetch
+ * that filled an entry for the entry's background refreshes, so it may live until the entry goes,
+ * and it may be freed under the cache's lock: it must not call into the cache. */
 typedef void (*tc_free_fn)(void *ud);
+
+#define TC_DEFAULT_REFRESH_INTERVAL_MS 1000u
+#define TC_REFRESH_OFF UINT32_MAX /* refresh_interval_ms: no refresher thread */
 
 struct tc_options {
     uint32_t max_entries;
@@ -51,15 +59,21 @@ struct tc_options {
     uint32_t negative_ms;
     /* For tests: a clock returning epoch seconds; NULL = time(). */
     uint64_t (*now)(void);
+    /* How often the refresher scans: 0 = TC_DEFAULT_REFRESH_INTERVAL_MS; TC_REFRESH_OFF at
+     * token_cache_new() = no refresher thread at all (token_cache_refresh_due() still works). */
+    uint32_t refresh_interval_ms;
 };
 
 struct tc_stats {
     uint64_t hits, misses, refreshes, coalesced, fetches, fetch_errors, timeouts, evictions;
     uint64_t entries;
+    uint64_t proactive_refreshes; /* refreshes started by the refresher (also in refreshes) */
+    uint64_t running;             /* fetches running now */
 };
 
+/* Starts the refresher thread unless o->refresh_interval_ms is TC_REFRESH_OFF. */
 struct token_cache *token_cache_new(const struct tc_options *o);
-/* Waits for running fetches to finish before freeing. */
+/* Stops the refresher and waits for running fetches to finish before freeing. */
 struct token_cache *token_cache_free(struct token_cache *c);
 
 /*
@@ -74,10 +88,16 @@ int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_
                     tc_fetch_fn fetch, void *ud, tc_free_fn free_ud,
                     const struct tc_token **ret_token, bool *ret_hit, struct tc_error *ret_err);
 void token_cache_release(struct token_cache *c, const struct tc_token *t);
-/* Waits until no fetch is running or deadline_ms (CLOCK_MONOTONIC ms) passes: 0 or -ETIMEDOUT. For
- * a bounded shutdown: token_cache_free() waits for every fetch, however long a provider hangs. */
+/* Stops the refresher for good (no new background fetch starts after this), then waits until no
+ * fetch is running or deadline_ms (CLOCK_MONOTONIC ms) passes: 0 or -ETIMEDOUT. For a bounded
+ * shutdown: token_cache_free() waits for every fetch, however long a provider hangs. */
 int token_cache_wait_idle(struct token_cache *c, uint64_t deadline_ms);
 void tc_error_done(struct tc_error *e);
+
+/* Runs one scan of the refresher now (see above): starts a background fetch for every entry due.
+ * Returns how many were started. Does nothing once the refresher was stopped. For tests and for
+ * callers that run without the thread. */
+unsigned token_cache_refresh_due(struct token_cache *c);
 
 /* Drops entries for which pred(key) is true (running fetches complete but are not stored). */
 size_t token_cache_evict_if(struct token_cache *c, bool (*pred)(const char *key, void *ud),

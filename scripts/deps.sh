@@ -8,6 +8,7 @@ pkgs=(
   libnftables-dev libmicrohttpd-dev libyaml-dev libcmocka-dev
   python3 python3-jwt python3-cryptography
   containernetworking-plugins nftables iproute2 conntrack curl procps
+  golang-go golang-github-appc-cni-dev dpkg-dev
   python3-kubernetes python3-yaml jq
 )
 missing=()

@@ -115,8 +115,13 @@ static int setup(void **state)
 
 static struct token_cache *cache_new(uint32_t max, uint32_t min_ttl, uint32_t negative_ms)
 {
-    struct tc_options o = {
-        .max_entries = max, .min_ttl_s = min_ttl, .negative_ms = negative_ms, .now = now_fn};
+    /* The refresher thread would race the hit-driven refresh these tests look at: off, except in
+     * the tests of the refresher itself. */
+    struct tc_options o = {.max_entries = max,
+                           .min_ttl_s = min_ttl,
+                           .negative_ms = negative_ms,
+                           .now = now_fn,
+                           .refresh_interval_ms = TC_REFRESH_OFF};
     struct token_cache *c = token_cache_new(&o);
     assert_non_null(c);
     return c;
@@ -453,6 +458,154 @@ static void test_refresh(void **state)
     sem_destroy(&gate);
 }
 
+/* Waits (polling, no timing assertion) until n fetches ran and none is running any more. */
+static void wait_fetches(struct token_cache *c, int n)
+{
+    while (atomic_load(&n_fetches) < n || stats(c).running > 0)
+        sleep_ms(1);
+}
+
+static void test_proactive_refresh(void **state)
+{
+    (void)state;
+    struct token_cache *c = cache_new(100, 300, 0);
+    struct behaviour ok = {0};
+    char t[32];
+    bool hit;
+    const uint64_t t0 = 1000000;
+
+    assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), &hit), 0);
+    assert_string_equal(t, "tok-1");
+    /* Before half-life nothing is due. */
+    atomic_store(&fake_now, t0 + LIFETIME / 2 - 1);
+    assert_int_equal(token_cache_refresh_due(c), 0);
+
+    /* At half-life the token is refreshed with the stored closure, before anyone asks... */
+    atomic_store(&fake_now, t0 + LIFETIME / 2);
+    assert_int_equal(token_cache_refresh_due(c), 1);
+    assert_int_equal(token_cache_refresh_due(c), 0); /* one flight per key */
+    while (atomic_load(&n_fetches) < 2 || stats(c).fetches != 2)
+        sleep_ms(1);
+    /* ... and the next caller gets the new token from the cache, with no fetch of its own. */
+    do {
+        sleep_ms(1);
+        assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), &hit), 0);
+        assert_true(hit);
+    } while (strcmp(t, "tok-1") == 0);
+    assert_string_equal(t, "tok-2");
+    assert_int_equal(atomic_load(&n_fetches), 2);
+    struct tc_stats s = stats(c);
+    assert_int_equal(s.proactive_refreshes, 1);
+    assert_int_equal(s.refreshes, 1);
+    cache_done(c);
+}
+
+static void test_proactive_refresh_unused(void **state)
+{
+    (void)state;
+    struct token_cache *c = cache_new(100, 300, 0);
+    struct behaviour ok = {0};
+    char t[32];
+    const uint64_t t0 = 1000000;
+
+    /* Asked for once at t0 (tok-1, valid t0 .. t0 + L). */
+    assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), NULL), 0);
+    /* Half-life of tok-1: asked for within a lifetime -> refreshed (tok-2 from t0 + L/2). */
+    atomic_store(&fake_now, t0 + LIFETIME / 2);
+    assert_int_equal(token_cache_refresh_due(c), 1);
+    wait_fetches(c, 2);
+    /* Half-life of tok-2 = t0 + L: the last use (t0) is exactly a lifetime ago -> still refreshed.
+     */
+    atomic_store(&fake_now, t0 + LIFETIME);
+    assert_int_equal(token_cache_refresh_due(c), 1);
+    wait_fetches(c, 3);
+    /* Half-life of tok-3: nobody asked for a lifetime and a half -> left to expire. */
+    atomic_store(&fake_now, t0 + LIFETIME + LIFETIME / 2);
+    assert_int_equal(token_cache_refresh_due(c), 0);
+    assert_int_equal(atomic_load(&n_fetches), 3);
+    /* A caller that comes back gets the (still valid) token and keeps the key warm again. */
+    bool hit = false;
+    assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), &hit), 0);
+    assert_true(hit);
+    assert_string_equal(t, "tok-3");
+    wait_fetches(c, 4); /* that hit was past half-life: it refreshed as before */
+    cache_done(c);
+}
+
+static void test_proactive_refresh_skips(void **state)
+{
+    (void)state;
+    struct token_cache *c = cache_new(100, 300, 60000);
+    struct behaviour ok = {0}, fail = {.result = IDB_E_UPSTREAM_UNAVAILABLE};
+    char t[32];
+    const uint64_t t0 = 1000000;
+
+    /* A negative entry is never refreshed in the background. */
+    assert_int_equal(get(c, "neg", false, &fail, t, sizeof(t), NULL), IDB_E_UPSTREAM_UNAVAILABLE);
+    assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), NULL), 0);
+    atomic_store(&fake_now, t0 + LIFETIME / 2);
+    assert_int_equal(token_cache_refresh_due(c), 1); /* "k" only */
+    wait_fetches(c, 3);
+    /* An expired token is not refreshed either: callers will miss and fetch. */
+    atomic_store(&fake_now, t0 + 10 * LIFETIME);
+    assert_int_equal(token_cache_refresh_due(c), 0);
+    /* After token_cache_wait_idle() (shutdown) no background refresh starts any more. */
+    assert_int_equal(get(c, "k2", false, &ok, t, sizeof(t), NULL), 0);
+    atomic_store(&fake_now, t0 + 10 * LIFETIME + LIFETIME / 2);
+    assert_int_equal(token_cache_wait_idle(c, mono_ms() + 30000), 0);
+    assert_int_equal(token_cache_refresh_due(c), 0);
+    assert_int_equal(atomic_load(&n_fetches), 4);
+    cache_done(c);
+}
+
+/* Gates the background fetch of test_proactive_evict. */
+static sem_t evict_gate, evict_started;
+
+static void test_proactive_evict(void **state)
+{
+    (void)state;
+    struct token_cache *c = cache_new(100, 300, 0);
+    struct behaviour gated = {.gate = &evict_gate, .started = &evict_started};
+    char t[32];
+    sem_init(&evict_gate, 0, 1); /* the first fetch passes */
+    sem_init(&evict_started, 0, 0);
+
+    assert_int_equal(get(c, "k", false, &gated, t, sizeof(t), NULL), 0);
+    sem_wait(&evict_started);
+    atomic_store(&fake_now, 1000000 + LIFETIME / 2);
+    assert_int_equal(token_cache_refresh_due(c), 1);
+    sem_wait(&evict_started); /* the refresh runs with the entry's closure */
+    assert_int_equal(token_cache_evict_prefix(c, "k"), 1);
+    sem_post(&evict_gate);
+    assert_int_equal(token_cache_wait_idle(c, mono_ms() + 30000), 0);
+    assert_int_equal(stats(c).entries, 0); /* the refresh did not store into an evicted key */
+    cache_done(c);                         /* and its closure was freed exactly once */
+    sem_destroy(&evict_gate);
+    sem_destroy(&evict_started);
+}
+
+static void test_refresher_thread(void **state)
+{
+    (void)state;
+    struct tc_options o = {
+        .max_entries = 100, .min_ttl_s = 300, .now = now_fn, .refresh_interval_ms = 5};
+    struct token_cache *c = token_cache_new(&o);
+    assert_non_null(c);
+    struct behaviour ok = {0};
+    char t[32];
+    assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), NULL), 0);
+    atomic_store(&fake_now, 1000000 + LIFETIME / 2);
+    /* The thread finds the entry due by itself. */
+    while (stats(c).proactive_refreshes == 0)
+        sleep_ms(1);
+    wait_fetches(c, 2);
+    bool hit = false;
+    assert_int_equal(get(c, "k", false, &ok, t, sizeof(t), &hit), 0);
+    assert_true(hit);
+    assert_string_equal(t, "tok-2");
+    cache_done(c); /* stops the thread */
+}
+
 static void test_negative(void **state)
 {
     (void)state;
@@ -702,7 +855,8 @@ static void test_lru(void **state)
     assert_false(hit);
 
     /* Shrinking evicts the least recently used at once. */
-    struct tc_options o = {.max_entries = 1, .min_ttl_s = 300, .now = now_fn};
+    struct tc_options o = {
+        .max_entries = 1, .min_ttl_s = 300, .now = now_fn, .refresh_interval_ms = TC_REFRESH_OFF};
     token_cache_set_options(c, &o);
     assert_int_equal(stats(c).entries, 1);
     assert_int_equal(get(c, "d", false, &ok, t, sizeof(t), &hit), 0);
@@ -792,6 +946,11 @@ int main(void)
         cmocka_unit_test_setup(test_deadline, setup),
         cmocka_unit_test_setup(test_min_ttl, setup),
         cmocka_unit_test_setup(test_refresh, setup),
+        cmocka_unit_test_setup(test_proactive_refresh, setup),
+        cmocka_unit_test_setup(test_proactive_refresh_unused, setup),
+        cmocka_unit_test_setup(test_proactive_refresh_skips, setup),
+        cmocka_unit_test_setup(test_proactive_evict, setup),
+        cmocka_unit_test_setup(test_refresher_thread, setup),
         cmocka_unit_test_setup(test_negative, setup),
         cmocka_unit_test_setup(test_bypass, setup),
         cmocka_unit_test_setup(test_evict, setup),
