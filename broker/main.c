@@ -234,12 +234,16 @@ int main(int argc, char **argv)
         r = k8s_config_load(b.conf->kubeconfig, &kcfg, &err);
         if (r < 0) {
             fprintf(stderr, "idbrokerd: %s\n", err ? err : idb_strerror(r));
+            conf_free(b.conf);
+            free(b.conf_path);
             return 1;
         }
         if (check_only) {
             printf("configuration '%s' is valid; Kubernetes API at %s (%s)\n", strna(conf_path),
                    kcfg->server, kcfg->origin);
             k8s_config_free(kcfg);
+            conf_free(b.conf);
+            free(b.conf_path);
             return 0;
         }
     }
