@@ -242,9 +242,7 @@ static int op_explain(void *ud, struct json_object *req, struct json_object **re
     bool synced = b->policy.synced, authoritative = b->policy.authoritative;
     /* The registration must be the pod the source knows (THREATS T2): say why not. */
     char why[512] = "";
-    int check = registered && pm
-                    ? issuer_check_registration(pm, &reg, !authoritative, why, sizeof(why))
-                    : 0;
+    int check = registered && pm ? issuer_check_registration(pm, &reg, why, sizeof(why)) : 0;
     policy_read_unlock(&b->policy);
     if (!o)
         return -ENOMEM;

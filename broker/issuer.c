@@ -387,8 +387,7 @@ static void issue_for_registration(struct issuer *is, const struct registration 
                 store_get_pod(pol->store, reg->pod_namespace, reg->pod_name);
             /* A registration and the pod the policy knows must be the same pod (THREATS T2). */
             char why[sizeof(d.reason)];
-            if (pm &&
-                issuer_check_registration(pm, reg, !pol->authoritative, why, sizeof(why)) < 0) {
+            if (pm && issuer_check_registration(pm, reg, why, sizeof(why)) < 0) {
                 d.result = IDB_E_NOT_SYNCED;
                 d.identity = NULL;
                 d.binding = NULL;
@@ -497,8 +496,8 @@ out:
     audit(o.audit, reg, req, ret, t0, hit);
 }
 
-int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg,
-                              bool require_ips, char *why, size_t n)
+int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg, char *why,
+                              size_t n)
 {
     if (!streq(pm->namespace, reg->pod_namespace) || !streq(pm->name, reg->pod_name)) {
         snprintf(why, n, "the registration is for pod %s/%s, the policy source has %s/%s",
@@ -512,14 +511,8 @@ int issuer_check_registration(const struct pod_meta *pm, const struct registrati
                  reg->pod_uid, pm->uid);
         return IDB_E_NOT_SYNCED;
     }
-    if (pm->n_ips == 0) {
-        if (require_ips && reg->n_ips > 0) {
-            snprintf(why, n, "the API server reports no IP for pod %s/%s yet", pm->namespace,
-                     pm->name);
-            return IDB_E_NOT_SYNCED;
-        }
+    if (pm->n_ips == 0)
         return 0;
-    }
     for (size_t i = 0; i < reg->n_ips; i++) {
         bool found = false;
         for (size_t k = 0; k < pm->n_ips && !found; k++) {

@@ -66,11 +66,10 @@ struct pod_meta;
 struct registration;
 /* Cross-checks a registration (from CNI) against the pod the policy source knows (THREATS T2):
  * namespace/name, the UID when both have one, and every registration IP among the pod's IPs when
- * the source lists IPs. With require_ips (Kubernetes source) a pod the source lists without IPs
- * does not match yet. Returns 0 when they agree, else IDB_E_NOT_SYNCED and a reason in why[0..n).
- * Both borrowed. */
-int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg,
-                              bool require_ips, char *why, size_t n);
+ * the source lists IPs (a pod whose IP the kubelet has not reported yet is checked by UID alone).
+ * Returns 0 when they agree, else IDB_E_NOT_SYNCED and a reason in why[0..n). Both borrowed. */
+int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg, char *why,
+                              size_t n);
 
 /* Returns new, or NULL on allocation failure. */
 struct issuer *issuer_new(const struct issuer_options *o);

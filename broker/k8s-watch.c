@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -532,6 +533,9 @@ static int do_list(struct reflector *rf)
     } else if (w->have_aai)
         w->aai.listed(w->aai.ud);
     listed_done(&l);
+    /* A LIST's pages are large and short-lived: give their memory back (every thread has its own
+     * malloc arena, which would otherwise keep it). */
+    malloc_trim(0);
     set_rv(rf, rv);
     pthread_mutex_lock(&w->lock);
     bool relist = rf->listed;
