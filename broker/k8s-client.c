@@ -304,6 +304,7 @@ int k8s_config_in_cluster(const char *sa_dir, struct k8s_config **ret, char **re
         return set_error(ret_error, -ENOENT,
                          "not running in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no "
                          "'source.kubeconfig' given");
+    _cleanup_free_ char *nsf = NULL; /* before any goto: clang refuses a jump past a cleanup */
     struct k8s_config *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
@@ -328,7 +329,6 @@ int k8s_config_in_cluster(const char *sa_dir, struct k8s_config **ret, char **re
                       c->token_file);
         goto out;
     }
-    _cleanup_free_ char *nsf = NULL;
     if (asprintf(&nsf, "%s/namespace", sa_dir) < 0) {
         nsf = NULL;
         goto out;
