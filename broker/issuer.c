@@ -2,6 +2,7 @@
 #include "issuer.h"
 
 #include <errno.h>
+#include <ifaddrs.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -561,6 +562,28 @@ static int peer_to_ip(const struct sockaddr *sa, socklen_t len, struct reg_ip *r
     return 0;
 }
 
+/* Whether ip is one of this network namespace's own addresses (loopback included). Only called on
+ * the denial path, so a getifaddrs() per call is fine. */
+static bool address_is_local(const struct reg_ip *ip)
+{
+    struct ifaddrs *ifa = NULL;
+    if (getifaddrs(&ifa) < 0)
+        return false;
+    bool found = false;
+    for (struct ifaddrs *i = ifa; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != ip->family)
+            continue;
+        if (ip->family == AF_INET)
+            found = memcmp(&((struct sockaddr_in *)i->ifa_addr)->sin_addr, ip->addr.v4, 4) == 0;
+        else
+            found = memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, ip->addr.v6, 16) == 0;
+    }
+    freeifaddrs(ifa);
+    if (!found && ip->family == AF_INET && ip->addr.v4[0] == 127)
+        found = true; /* all of 127.0.0.0/8 is local */
+    return found;
+}
+
 void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
                            const struct issue_request *req, struct issue_result *ret)
 {
@@ -577,7 +600,11 @@ void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, sockl
         char a[64] = "?";
         if (ip.family)
             reg_ip_to_string(&ip, a, sizeof(a));
-        if (r == IDB_E_AMBIGUOUS_POD) {
+        if (r == -ENOENT && ip.family && address_is_local(&ip)) {
+            /* THREATS T10: hostNetwork pods share the node's addresses; never guess a pod. */
+            result_fail(ret, IDB_E_NODE_CALLER,
+                        "%s is an address of the node: a hostNetwork pod or a node process", a);
+        } else if (r == IDB_E_AMBIGUOUS_POD) {
             ret->retry_after_s = o.retry_after_s;
             result_fail(ret, r, "more than one registration claims %s", a);
         } else

@@ -816,6 +816,11 @@ static void reply_issue(struct token_endpoint *te, const struct http_request *re
         reply_error(resp, 403, "forbidden",
                     "The caller is not a pod registered with idbroker on this node");
         break;
+    case IDB_E_NODE_CALLER:
+        reply_error(resp, 403, "forbidden",
+                    "The caller is an address of the node itself: hostNetwork pods and node "
+                    "processes share the node's identity and get no pod identity from idbroker");
+        break;
     case IDB_E_NO_BINDING:
     case IDB_E_IDENTITY_NOT_FOUND:
         reply_error(resp, 400, "invalid_request", DESC_IDENTITY_NOT_FOUND);

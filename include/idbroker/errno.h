@@ -31,7 +31,8 @@ extern "C" {
     X(BAD_MANIFEST, -10014, "invalid manifest")                                                    \
     X(AMBIGUOUS_POD, -10015, "more than one live registration owns this address")                  \
     X(EXCEPTED, -10016, "pod is excepted from identity brokering")                                 \
-    X(PROTO, -10017, "protocol error")
+    X(PROTO, -10017, "protocol error")                                                             \
+    X(NODE_CALLER, -10018, "caller is the node itself (hostNetwork pod or node process)")
 
 enum {
 #define X(name, val, msg) IDB_E_##name = (val),
