@@ -502,18 +502,44 @@ static void reply_api_version(struct http_response *resp, bool missing)
     reply_json_obj(resp, 400, o);
 }
 
-/* Length of s as a JSON string body (without quotes). */
-static size_t json_escaped_len(const char *s)
+#define BYTES_01 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether any byte of the 8 in x is < 0x20, '"' or '\\' (the classic "has a zero byte" test:
+ * exact as a yes/no answer). */
+static bool word_needs_escape(uint64_t x)
 {
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        n += (*p == '"' || *p == '\\') ? 2 : *p < 0x20 ? 6 : 1;
-    return n;
+    uint64_t q = x ^ ('"' * BYTES_01), b = x ^ ('\\' * BYTES_01);
+    return (((x - 0x20 * BYTES_01) & ~x) | ((q - BYTES_01) & ~q) | ((b - BYTES_01) & ~b)) &
+           BYTES_80;
 }
 
-static char *json_escape_to(char *dst, const char *s)
+/* Length of s as a JSON string body (without quotes), and its plain length in *ret_len. Words of
+ * 8 bytes with nothing to escape (all of a JWT) are skipped at once. */
+static size_t json_escaped_len(const char *s, size_t *ret_len)
+{
+    size_t n = strlen(s), i = 0, extra = 0;
+    for (uint64_t x; i + 8 <= n; i += 8) {
+        memcpy(&x, s + i, 8);
+        if (word_needs_escape(x))
+            break;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        extra += (c == '"' || c == '\\') ? 1 : c < 0x20 ? 5 : 0;
+    }
+    *ret_len = n;
+    return n + extra;
+}
+
+/* Writes s (len bytes) escaped; a value with nothing to escape (every JWT) is one memcpy. */
+static char *json_escape_to(char *dst, const char *s, size_t len, size_t escaped_len)
 {
     static const char hex[] = "0123456789abcdef";
+    if (escaped_len == len) {
+        memcpy(dst, s, len);
+        return dst + len;
+    }
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\') {
             *dst++ = '\\';
@@ -554,8 +580,11 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
     snprintf(nums[2], sizeof(nums[2]), "%llu", (unsigned long long)ext);
     snprintf(nums[3], sizeof(nums[3]), "%llu", (unsigned long long)nbf);
 
-    const char *keys[] = {"access_token",   "client_id",  "expires_in", "expires_on",
-                          "ext_expires_in", "not_before", "resource",   "token_type"};
+    /* The keys need no escaping; each is written with its quotes and colon. */
+    static const char *const keys[] = {"{\"access_token\":\"",     "\",\"client_id\":\"",
+                                       "\",\"expires_in\":\"",     "\",\"expires_on\":\"",
+                                       "\",\"ext_expires_in\":\"", "\",\"not_before\":\"",
+                                       "\",\"resource\":\"",       "\",\"token_type\":\""};
     const char *vals[] = {t->access_token ? t->access_token : "",
                           client_id ? client_id : "",
                           nums[0],
@@ -564,26 +593,25 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
                           nums[3],
                           resource ? resource : "",
                           "Bearer"};
-    size_t total = 2; /* {} */
-    for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-        total += (i ? 1 : 0) + strlen(keys[i]) + 2 + 1 + json_escaped_len(vals[i]) + 2;
+    size_t len[ELEMENTSOF(vals)], esc[ELEMENTSOF(vals)];
+    size_t total = 2; /* "} */
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        esc[i] = json_escaped_len(vals[i], &len[i]);
+        total += strlen(keys[i]) + esc[i];
+    }
 
     char *body = malloc(total + 1);
     if (!body)
         return -ENOMEM;
     char *p = body;
-    *p++ = '{';
     for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-        if (i)
-            *p++ = ',';
-        *p++ = '"';
-        p = json_escape_to(p, keys[i]);
-        memcpy(p, "\":\"", 3);
-        p += 3;
-        p = json_escape_to(p, vals[i]);
-        *p++ = '"';
+        size_t kl = strlen(keys[i]);
+        memcpy(p, keys[i], kl);
+        p += kl;
+        p = json_escape_to(p, vals[i], len[i], esc[i]);
     }
-    *p++ = '}';
+    memcpy(p, "\"}", 2);
+    p += 2;
     *p = '\0';
     *ret = body;
     *ret_len = (size_t)(p - body);
