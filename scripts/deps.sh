@@ -10,6 +10,7 @@ pkgs=(
   containernetworking-plugins nftables iproute2 conntrack curl procps
   golang-go golang-github-appc-cni-dev dpkg-dev
   python3-azure azure-cli prometheus openssl
+  python3-kubernetes python3-yaml jq
 )
 missing=()
 for p in "${pkgs[@]}"; do
