@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: Apache-2.0
+"""THREATS T21: the primary CNI rewrites its conflist and drops idbroker.
+
+A real flow in a fresh node namespace: the install step (deploy/install-cni.sh, watch mode, as the
+DaemonSet's cni-watch container runs it) puts idbroker into the primary's conflist; pods are added the
+way a runtime does it, reading the conflist from disk at every ADD (bridge + host-local [+ idbroker]).
+Then the primary rewrites its file without idbroker (atomically, and once more in place):
+
+- the watcher puts idbroker back, once, at the end, keeping the primary's new content;
+- a pod created in the gap (the watcher is held stopped so the gap is certain, not a race) never
+  reaches the node's IMDS: idbroker's guard, installed by earlier ADDs, drops every pod packet to the
+  metadata address that no pod element redirects (fail closed);
+- that pod is detected: once idbroker is back, CHECK of its attachment fails (no record, code 102/103)
+  while CHECK of a pod made before the gap passes; pods made after the repair are protected again.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from netns_world import (  # noqa: E402
+    IDBROKER_CNI,
+    SOURCE,
+    World,
+    check,
+    equal,
+    run_main,
+    wait_for,
+)
+
+SCRIPT = os.path.join(SOURCE, "deploy", "install-cni.sh")
+FNAME = "10-primary.conflist"
+
+
+def types(path):
+    try:
+        with open(path) as f:
+            return [p.get("type") for p in json.load(f)["plugins"]]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def main():
+    if not os.path.exists("/usr/bin/jq"):
+        print("SKIP: jq is not installed (the install step needs it)")
+        sys.exit(77)
+    with World("cfl") as w:
+        w.start_imds()
+        w.start_broker_standin()
+        w.start_ctl()
+        netdir, bindir = os.path.join(w.tmp, "net.d"), os.path.join(w.tmp, "bin")
+        os.makedirs(netdir)
+        conf_path = os.path.join(netdir, FNAME)
+        primary = w.conflist("1.0.0", chained=None)
+        with open(conf_path, "w") as f:
+            json.dump(primary, f, indent=2)
+
+        env = dict(os.environ, IDBROKER_CNI_BINARY=IDBROKER_CNI, CNI_BIN_DIR=bindir, CNI_NET_DIR=netdir,
+                   IDBROKER_CNI_PLUGIN=json.dumps(w.idbroker_conf()), IDBROKER_CNI_WATCH="1",
+                   IDBROKER_CNI_INTERVAL="0.2")
+        watcher = subprocess.Popen(["/bin/sh", SCRIPT], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        w.procs.append(watcher)
+        wait_for(lambda: types(conf_path) == ["bridge", "idbroker"], "the install step inserted idbroker")
+        check(os.access(os.path.join(bindir, "idbroker"), os.X_OK), "... and installed the plugin binary")
+
+        def runtime_add(name):
+            """ADD as a runtime does it: the conflist as it is on disk now."""
+            with open(conf_path) as f:
+                cl = json.load(f)
+            pod = w.new_pod(name)
+            code, out, err = w.chain("ADD", cl, pod)
+            equal(code, 0, "ADD %s with the conflist on disk (%s)" % (name, "+".join(p["type"] for p in cl["plugins"])))
+            return pod, cl
+
+        before, cl_full = runtime_add("before")
+        rc, status, body = before.curl()
+        equal((rc, json.loads(body)["client"] if rc == 0 else None), (0, before.ip), "a pod added before the gap reaches the broker")
+
+        # The primary rewrites its file (new content, no idbroker) while the watcher is held.
+        os.killpg(watcher.pid, signal.SIGSTOP)
+        rewritten = dict(primary, plugins=[dict(primary["plugins"][0], mtu=1400)])
+        tmp = os.path.join(netdir, ".primary.tmp")
+        with open(tmp, "w") as f:
+            json.dump(rewritten, f)
+        os.rename(tmp, conf_path)
+        equal(types(conf_path), ["bridge"], "the primary rewrote its conflist without idbroker")
+        gap, _ = runtime_add("gap")
+        seen = len(w.requests(w.imds_log))
+        rc, status, _ = gap.curl(timeout=2)
+        check(rc != 0 and status is None, "a pod added in the gap gets no answer from the metadata address (rc %d)" % rc)
+        equal(len(w.requests(w.imds_log)), seen, "... and the node's IMDS saw nothing (fail closed)")
+
+        os.killpg(watcher.pid, signal.SIGCONT)
+        wait_for(lambda: types(conf_path) == ["bridge", "idbroker"], "the watcher put idbroker back after the rewrite")
+        with open(conf_path) as f:
+            got = json.load(f)
+        equal(got["plugins"][0].get("mtu"), 1400, "... keeping the primary's new content")
+        equal(got["plugins"][1], w.idbroker_conf(), "... with idbroker's configuration")
+        check(not [x for x in os.listdir(netdir) if x.startswith(".idbroker")], "no temporary file left")
+
+        # Detection: CHECK with the repaired conflist.
+        code, out, _ = w.chain("CHECK", got, gap)
+        check(code != 0 and isinstance(out, dict) and out.get("code") in (102, 103),
+              "CHECK finds the pod added in the gap unprotected (code %s)" % (out.get("code") if isinstance(out, dict) else out))
+        code, out, _ = w.chain("CHECK", cl_full, before)
+        equal(code, 0, "CHECK passes for the pod added before the gap")
+
+        after, _ = runtime_add("after")
+        rc, status, body = after.curl()
+        equal((rc, json.loads(body)["client"] if rc == 0 else None), (0, after.ip), "a pod added after the repair reaches the broker")
+
+        # An in-place rewrite (truncate and write, as some tools do) is repaired too.
+        with open(conf_path, "w") as f:
+            json.dump(primary, f)
+        wait_for(lambda: types(conf_path) == ["bridge", "idbroker"], "an in-place rewrite is repaired too")
+        time.sleep(0.5)  # not an assertion: two more watcher rounds
+        equal(types(conf_path), ["bridge", "idbroker"], "idbroker is in the conflist once")
+        equal(w.requests(w.imds_log), [], "the node's IMDS saw no pod request at any time")
+
+
+if __name__ == "__main__":
+    run_main(main)
