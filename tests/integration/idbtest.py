@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -22,6 +23,13 @@ BUILD = os.environ.get("IDB_BUILD_DIR", os.path.join(os.path.dirname(__file__), 
 SOURCE = os.environ.get("IDB_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 IDBROKERD = os.path.join(BUILD, "idbrokerd")
 IDBROKERCTL = os.path.join(BUILD, "idbrokerctl")
+
+# A command that wraps idbrokerd, e.g. scripts/valgrind.sh sets
+# IDB_BROKER_WRAPPER="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite".
+# A wrapped broker must still exit 0 on SIGTERM: the wrapper's error exit code fails stop().
+BROKER_WRAPPER = shlex.split(os.environ.get("IDB_BROKER_WRAPPER", ""))
+# Start-up and shutdown under a wrapper (valgrind) are many times slower.
+SLOW = 10 if BROKER_WRAPPER else 1
 
 IMDS_PATH = "/metadata/identity/oauth2/token"
 API = "2018-02-01"
@@ -189,9 +197,9 @@ class Broker:
 
     def start(self, wait_ready=True):
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([IDBROKERD, "--config", self.conf_path], stdout=self.logf,
+        self.proc = subprocess.Popen(BROKER_WRAPPER + [IDBROKERD, "--config", self.conf_path], stdout=self.logf,
                                      stderr=self.logf, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 20
+        deadline = time.time() + 20 * SLOW
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise Failure("idbrokerd exited with %s:\n%s" % (self.proc.returncode, self.log()))
@@ -212,7 +220,7 @@ class Broker:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                rc = self.proc.wait(timeout=20)
+                rc = self.proc.wait(timeout=20 * SLOW)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -226,6 +234,8 @@ class Broker:
         if sig == signal.SIGTERM and rc is not None:
             log = self.log()
             bad = [m for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:") if m in log]
+            if BROKER_WRAPPER and re.search(r"ERROR SUMMARY: [1-9]|definitely lost: [1-9]", log):
+                bad.append("valgrind")
             if rc != 0 or bad:
                 print(log[-4000:])
             check(rc == 0 and not bad, "idbrokerd stopped cleanly on SIGTERM (status %s%s)"
