@@ -11,19 +11,29 @@
  * - MHD 0.9.75 accepts HTTP/1.1 requests without Host and with several Host headers; we answer 400.
  * The caps of limits.h that fit inside the pool are enforced here, before the handler: target
  * length (414), header count and total header bytes (431), any request body (413).
+ *
+ * Slow clients: MHD's connection timeout is an idle timeout, reset by every byte received, so a
+ * client that trickles its request head a byte at a time would hold its connection (and, here, a
+ * thread) for as long as it likes. A watchdog thread gives every request head — from the
+ * connection's start, or from the end of the previous request on a kept-alive connection — the
+ * same timeout as a whole: past it the socket is shut down and MHD closes the connection.
  */
 #include "http-server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include <idbroker-internal/buf.h>
 #include <idbroker-internal/log.h>
@@ -38,11 +48,37 @@
 
 #define JSON_CT "application/json; charset=utf-8"
 
+/* Watchdog period: a slow request head is cut between timeout and timeout + this. */
+#define HEAD_WATCH_PERIOD_MS 250
+
+/* One open connection, for the request-head deadline. Lives from MHD's STARTED to its CLOSED
+ * notification; MHD closes the socket only after CLOSED, so `fd` is valid while listed. */
+struct conn_watch {
+    int fd;
+    uint64_t head_start_ms; /* when the current request head began */
+    bool in_head;           /* the head of a request is being received */
+    struct conn_watch *prev, *next;
+};
+
 struct http_server {
     struct MHD_Daemon *daemon;
     http_handler_fn fn;
     void *ud;
+    uint64_t head_timeout_ms;
+    pthread_mutex_t lock; /* guards conns and stopping */
+    pthread_cond_t wake;
+    struct conn_watch *conns;
+    bool stopping;
+    bool watchdog_running;
+    pthread_t watchdog;
 };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /* Per request, created by the URI log callback and freed by the completion callback. */
 struct req_ctx {
@@ -188,6 +224,85 @@ static enum MHD_Result refuse(struct MHD_Connection *conn, struct req_ctx *ctx, 
     return queue(conn, ctx, &resp);
 }
 
+static void notify_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+                      enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct conn_watch *w = ci ? calloc(1, sizeof(*w)) : NULL;
+        if (!w)
+            return; /* not watched: the idle timeout still applies */
+        w->fd = ci->connect_fd;
+        w->head_start_ms = mono_ms();
+        w->in_head = true;
+        pthread_mutex_lock(&s->lock);
+        w->next = s->conns;
+        if (s->conns)
+            s->conns->prev = w;
+        s->conns = w;
+        pthread_mutex_unlock(&s->lock);
+        *socket_context = w;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        struct conn_watch *w = *socket_context;
+        if (!w)
+            return;
+        pthread_mutex_lock(&s->lock);
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            s->conns = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        pthread_mutex_unlock(&s->lock);
+        free(w);
+        *socket_context = NULL;
+    }
+}
+
+/* Marks the connection's current request head complete (in_head false) or a new one begun. */
+static void head_state(struct http_server *s, struct MHD_Connection *conn, bool in_head)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_watch *w = ci ? ci->socket_context : NULL;
+    if (!w)
+        return;
+    pthread_mutex_lock(&s->lock);
+    w->in_head = in_head;
+    if (in_head)
+        w->head_start_ms = mono_ms();
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *watchdog_main(void *ud)
+{
+    struct http_server *s = ud;
+    pthread_mutex_lock(&s->lock);
+    while (!s->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += HEAD_WATCH_PERIOD_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->wake, &s->lock, &until);
+        uint64_t now = mono_ms();
+        for (struct conn_watch *w = s->conns; w; w = w->next)
+            if (w->in_head && now - w->head_start_ms >= s->head_timeout_ms) {
+                /* MHD's thread sees the end of the stream and closes the connection. */
+                shutdown(w->fd, SHUT_RDWR);
+                w->in_head = false;
+                log_debug("request head not complete after %" PRIu64 " ms: connection closed",
+                          s->head_timeout_ms);
+            }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)cls;
@@ -208,9 +323,9 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
     (void)toe;
+    /* A kept-alive connection starts the next request head now. */
+    head_state(cls, conn, true);
     struct req_ctx *ctx = *req_cls;
     if (!ctx)
         return;
@@ -296,6 +411,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 
     if (!ctx)
         return MHD_NO; /* out of memory in the URI callback */
+    if (!ctx->checked && !ctx->responded)
+        head_state(s, conn, false); /* the head is complete: the handler may take its time */
     if (ctx->responded) {
         /* Body bytes after our early reply: drop them; MHD closes the connection afterwards. */
         *upload_data_size = 0;
@@ -424,6 +541,12 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     }
     s->fn = fn;
     s->ud = ud;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->wake, &ca);
+    pthread_condattr_destroy(&ca);
 
     /* poll(), not select(): no FD_SETSIZE limit on descriptors, and less work per wake-up. */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
@@ -434,6 +557,7 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     unsigned max_conn = o && o->max_connections ? o->max_connections : HTTP_MAX_CONNECTIONS;
     unsigned max_ip = o && o->max_per_ip ? o->max_per_ip : HTTP_MAX_CONNECTIONS_PER_IP;
     unsigned timeout = o && o->timeout_s ? o->timeout_s : HTTP_CONN_TIMEOUT_S;
+    s->head_timeout_ms = (uint64_t)timeout * 1000u;
     uint16_t port = addr.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
                                                : ntohs(((struct sockaddr_in *)&addr)->sin_port);
 
@@ -443,15 +567,22 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
         MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT, max_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP_CONN_MEMORY_LIMIT, MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
-        NULL, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s, MHD_OPTION_NOTIFY_CONNECTION, notify_cb, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
     if (!s->daemon) {
         int e = errno;
         if (ret_error)
             *ret_error = strdup_printf("cannot listen on '%s': %s", listen,
                                        e ? strerror(e) : "libmicrohttpd refused to start");
-        return NULL;
+        return http_server_stop(TAKE_PTR(s));
     }
+    int r = pthread_create(&s->watchdog, NULL, watchdog_main, s);
+    if (r != 0) {
+        if (ret_error)
+            *ret_error = strdup_printf("cannot start the connection watchdog: %s", strerror(r));
+        return http_server_stop(TAKE_PTR(s));
+    }
+    s->watchdog_running = true;
     return TAKE_PTR(s);
 }
 
@@ -459,8 +590,18 @@ struct http_server *http_server_stop(struct http_server *s)
 {
     if (!s)
         return NULL;
+    /* The daemon first: every connection is closed (and unlisted) before the watchdog goes. */
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    if (s->watchdog_running) {
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->watchdog, NULL);
+    }
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
     free(s);
     return NULL;
 }

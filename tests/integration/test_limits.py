@@ -9,7 +9,8 @@
 - connections per pod (http.maxConnectionsPerPod): the N+1th connection of a pod is closed without an
   answer while another pod connects and is served; one closed, the pod is served again;
 - slow clients (slowloris): many connections trickling their headers byte by byte do not stop a
-  normal request from being served; silent connections are closed after http.timeoutSeconds.
+  normal request from being served; silent connections, and connections whose request head is not
+  complete, are closed after http.timeoutSeconds.
 
 Each check fails if its control is removed (no rate limit -> no 429; no cap -> 200; no per-pod limit
 -> the extra connection is answered; no idle timeout -> the silent connection stays open)."""
@@ -280,6 +281,15 @@ def test_slowloris():
             check(closed_by_server(idle, 30), "a silent connection is closed after http.timeoutSeconds")
             half.close()
             idle.close()
+
+            # Trickling connections are cut too: a request head gets http.timeoutSeconds in all,
+            # however steadily its bytes come (MHD's own timeout is only an idle timeout).
+            deadline = time.time() + 30  # a bound against hanging, not a timing assertion
+            for t in ts:
+                t.join(timeout=max(0.0, deadline - time.time()))
+            alive = sum(1 for t in ts if t.is_alive())
+            equal(alive, 0, "every trickling connection was closed by the broker (%s)" % outcome)
+            equal(outcome["closed"] + outcome["refused"], len(ts), "... none of them finished its head")
         finally:
             stop.set()
             for t in ts:
