@@ -50,7 +50,9 @@ def check(cond, what):
         return
     _checks["failed"] += 1
     print("FAIL - %s" % what, flush=True)
-    raise Failure(what)
+    e = Failure(what)
+    e.counted = True
+    raise e
 
 
 def equal(got, want, what):
@@ -63,8 +65,10 @@ def run_main(fn):
     """Runs a test function and prints the plain closing line; exit code 1 on any failure."""
     try:
         fn()
-    except Failure:
-        pass
+    except Failure as e:
+        if not getattr(e, "counted", False):  # raised directly (e.g. the broker did not start)
+            _checks["failed"] += 1
+            print("FAIL - %s" % e, flush=True)
     except Exception as e:  # an unexpected error is a failure too
         _checks["failed"] += 1
         import traceback
