@@ -4,11 +4,14 @@
  * (DESIGN §1.3), within IMDS' limits of 5 concurrent and 20 identity requests per second per VM.
  * README.md in this folder documents the configuration, the limits and the retry policy.
  *
- * Every request to IMDS goes through one node-wide limiter (this plugin's state; the broker loads a
- * provider once): at most maxConcurrent in flight and at most maxPerSecond started in any sliding
- * second. A caller that finds no slot waits for one until its deadline, then fails with
- * IDB_E_RATE_LIMITED. Single-flight per (identity, resource) is the broker's token cache: this
- * plugin is called once per cold key however many pods ask.
+ * Every request to IMDS goes through one node-wide limiter: at most maxConcurrent in flight and at
+ * most maxPerSecond started in any sliding second. With a host of ABI 1.1 or later that is the
+ * host's IDB_UPSTREAM_IMDS limiter, whose limits this plugin sets at init() and which the broker's
+ * pass-through of excepted pods shares; with an older host it is this plugin's own (the broker
+ * loads a provider once, so it covers the node all the same, minus the pass-through). A caller that
+ * finds no slot waits for one until its deadline, then fails with IDB_E_RATE_LIMITED. Single-flight
+ * per (identity, resource) is the broker's token cache: this plugin is called once per cold key
+ * however many pods ask.
  *
  * Threads: issue() runs on many threads at once; the configuration is read-only after init() and
  * the limiter has its own mutex.
@@ -73,6 +76,7 @@ struct limiter {
 struct msi {
     const struct idb_host_api *host;
     struct msi_conf conf;
+    bool host_limiter; /* the host's IDB_UPSTREAM_IMDS limiter, else lim */
     struct limiter lim;
 };
 
@@ -190,6 +194,29 @@ static void limiter_release(struct limiter *l)
     l->in_flight--;
     pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->lock);
+}
+
+/* A slot of the node-wide IMDS budget: the host's limiter when it has one (ABI 1.1), else ours. */
+static int imds_acquire(struct msi *m, uint64_t deadline, uint64_t *ret_wait_ms)
+{
+    if (!m->host_limiter)
+        return limiter_acquire(&m->lim, deadline, ret_wait_ms);
+    /* The host's deadline is on its clock; ours is CLOCK_MONOTONIC too, but convert anyway. */
+    uint64_t now = mono_ms(), host_now = m->host->now_monotonic_ms();
+    uint64_t host_deadline = host_now + (deadline > now ? deadline - now : 0);
+    uint32_t hint = 0;
+    int r = m->host->upstream_acquire(IDB_UPSTREAM_IMDS, host_deadline, &hint);
+    if (r == -EAGAIN)
+        *ret_wait_ms = hint;
+    return r < 0 ? -EAGAIN : 0;
+}
+
+static void imds_release(struct msi *m)
+{
+    if (m->host_limiter)
+        m->host->upstream_release(IDB_UPSTREAM_IMDS);
+    else
+        limiter_release(&m->lim);
 }
 
 /* ---- configuration ---- */
@@ -367,14 +394,21 @@ static int msi_init(const struct idb_host_api *host, const char *conf, void **re
     r = conf_parse(m, o, &m->conf);
     if (r < 0)
         goto out;
-    r = limiter_init(&m->lim, m->conf.max_concurrent, m->conf.max_per_second);
+    if (IDB_HOST_HAS(host, upstream_release)) {
+        r = host->upstream_limits(IDB_UPSTREAM_IMDS, m->conf.max_concurrent,
+                                  m->conf.max_per_second);
+        m->host_limiter = true;
+    } else {
+        r = limiter_init(&m->lim, m->conf.max_concurrent, m->conf.max_per_second);
+    }
     if (r < 0)
         goto out;
     LOG(m, IDB_LOG_INFO,
-        "IMDS at '%s' (api-version %s), at most %u concurrent and %u per second, attempts of %u ms "
-        "within %u ms",
+        "IMDS at '%s' (api-version %s), at most %u concurrent and %u per second (%s limiter), "
+        "attempts of %u ms within %u ms",
         m->conf.endpoint, m->conf.api_version, m->conf.max_concurrent, m->conf.max_per_second,
-        m->conf.attempt_timeout_ms, m->conf.max_total_ms);
+        m->host_limiter ? "the host's node-wide" : "own", m->conf.attempt_timeout_ms,
+        m->conf.max_total_ms);
     *ret_state = TAKE_PTR(m);
     r = 0;
 out:
@@ -597,7 +631,7 @@ static int msi_issue(void *state, const struct idb_token_req *req, struct idb_to
     for (unsigned n = 1;; n++) {
         attempt_done(m, &a);
         uint64_t lim_wait = 0;
-        if (limiter_acquire(&m->lim, deadline, &lim_wait) < 0) {
+        if (imds_acquire(m, deadline, &lim_wait) < 0) {
             /* Throttled by our own limits until the deadline: the node is at IMDS' limits. */
             LOG(m, IDB_LOG_NOTICE, "identity %s/%s: no IMDS slot before the deadline (%s)", ns,
                 name, n == 1 ? "first attempt" : "retry");
@@ -606,11 +640,11 @@ static int msi_issue(void *state, const struct idb_token_req *req, struct idb_to
         }
         uint64_t now = mono_ms();
         if (now + MSI_MIN_ATTEMPT_MS > deadline) {
-            limiter_release(&m->lim);
+            imds_release(m);
             break;
         }
         do_attempt(m, url, deadline, &a);
-        limiter_release(&m->lim);
+        imds_release(m);
         v = imds_classify(a.rc, a.status);
 
         if (v == IMDS_V_OK) {
