@@ -23,6 +23,9 @@ struct issuer;
 struct token_endpoint;
 struct http_server;
 struct control_server;
+struct k8s_client;
+struct k8s_watch;
+struct aai_writer;
 
 struct broker {
     char *conf_path;          /* NULL: built-in defaults */
@@ -38,6 +41,11 @@ struct broker {
     struct http_server *http;
     struct http_server *health;
     struct control_server *ctl;
+
+    /* kubernetes source (NULL in files mode) */
+    struct k8s_client *k8s;
+    struct k8s_watch *watch;
+    struct aai_writer *aai;
 
     /* files source */
     char *source_dir;

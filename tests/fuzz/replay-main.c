@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Replays a fuzz target's corpus without libFuzzer, so every build (gcc, ASan) runs the corpora under
- * ctest. Usage: fuzz-<name> FILE|DIR...; a directory is replayed file by file. Exit 0 when every input
- * ran (a crash aborts the process, which ctest reports).
+ * Replays a fuzz target's corpus without libFuzzer, so every build (gcc, ASan) runs the corpora
+ * under ctest. Usage: fuzz-<name> FILE|DIR...; a directory is replayed file by file. Exit 0 when
+ * every input ran (a crash aborts the process, which ctest reports).
  */
 #include <dirent.h>
 #include <stddef.h>

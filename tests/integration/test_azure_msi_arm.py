@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""azure-msi's identity assignment ("assignIdentities": true) against tests/fixtures/fake-arm.py and
+"""azure-msi's identity assignment ("assignIdentities": true) against tests/fixtures/fake-arm-identity.py and
 fake-imds.py on 127.0.0.1: an identity not on the node's VM is added by one ARM PATCH (keeping the VM's
 other identities) before IMDS is asked for its first token, with a token of the node's own identity for
 ARM; an identity already on the VM is never patched; an identity no pod uses any more is removed (and
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from idbtest import BUILD, SOURCE, check, equal, parallel, run_main  # noqa: E402
 from test_azure_msi import PY, R, FakeImds, cid, msi_broker, pod_ip, pods_policy, register_pods  # noqa: E402
 
-FAKE_ARM = os.path.join(SOURCE, "tests", "fixtures", "fake-arm.py")
+FAKE_ARM = os.path.join(SOURCE, "tests", "fixtures", "fake-arm-identity.py")
 SUB = "/subscriptions/0000/resourceGroups/rg/providers/"
 VM = SUB + "Microsoft.Compute/virtualMachines/node-vm-0"
 VMSS = SUB + "Microsoft.Compute/virtualMachineScaleSets/aks-pool"

@@ -194,6 +194,8 @@ def run_checks(br, up):
     equal((st, body_json(b)), (400, NOT_FOUND_ERR), "pod without binding -> 400 Identity not found")
     st, _, b = br.token(R, source="127.0.0.9")
     equal(st, 403, "unregistered source -> 403")
+    check("node itself" in body_json(b).get("error_description", ""),
+          "a node address (hostNetwork pod, node process) is told why (T10)")
     st, _, b = br.token(R, source="127.0.0.4")
     equal((st, body_json(b).get("client_id")), (200, CID_OTHER), "each pod gets its own identity")
 
