@@ -365,11 +365,14 @@ static int host_issue_via(const char *provider, const struct idb_token_req *req,
 /* ---- upstream limiters (ABI 1.1) ---- */
 
 /*
- * Node-wide admission to one upstream. `starts` is a ring of the CLOCK_MONOTONIC ms at which the
- * last per_second exchanges started: a new one may start only when the oldest of them is at least
- * UPSTREAM_RATE_WINDOW_MS old. That is a token bucket of per_second tokens where each comes back
- * one second (plus a guard) after it was spent, so no sliding second ever sees more than per_second
- * starts.
+ * Node-wide admission to one upstream. An exchange may start only while
+ *   in_flight + (exchanges that ended less than UPSTREAM_RATE_WINDOW_MS ago) < per_second
+ * and in_flight < max_concurrent. `starts` is a ring of the CLOCK_MONOTONIC ms at which the last
+ * per_second exchanges *ended* (the name is historical). Counting by end, with the ones still
+ * running, is what makes the limit hold at the upstream: a request reaches it somewhere between its
+ * start and its end, so counting by start alone let network jitter put per_second + 1 arrivals into
+ * one second (seen under ASan). Every arrival in a second [t, t+1) belongs to an exchange that,
+ * when the last of them started, was either running or had ended within the window.
  */
 struct upstream {
     char name[IDB_UPSTREAM_NAME_MAX + 1];
@@ -512,6 +515,22 @@ static struct timespec mono_timespec(uint64_t ms)
     return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
 }
 
+/* How many ring entries ended within the window before `now`, and when the oldest of those leaves
+ * it (0 if none). Under u->lock. */
+static uint32_t recent_ends_locked(const struct upstream *u, uint64_t now, uint64_t *ret_free_at)
+{
+    uint32_t n = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (uint32_t i = 0; i < u->n_starts; i++)
+        if (u->starts[i] + UPSTREAM_RATE_WINDOW_MS > now) {
+            n++;
+            if (u->starts[i] < oldest)
+                oldest = u->starts[i];
+        }
+    *ret_free_at = oldest == UINT64_MAX ? 0 : oldest + UPSTREAM_RATE_WINDOW_MS;
+    return n;
+}
+
 static int host_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms)
 {
     if (!upstream_name_ok(name))
@@ -521,29 +540,24 @@ static int host_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_
         return -ENOENT;
     pthread_mutex_lock(&u->lock);
     for (;;) {
-        uint64_t now = now_monotonic_ms();
-        /* when the oldest start of a full window leaves it */
-        uint64_t free_at =
-            u->n_starts < u->per_second ? 0 : u->starts[u->next] + UPSTREAM_RATE_WINDOW_MS;
+        uint64_t now = now_monotonic_ms(), free_at;
+        uint32_t recent = recent_ends_locked(u, now, &free_at);
         bool conc_ok = u->in_flight < u->max_concurrent;
-        if (conc_ok && now >= free_at) {
+        bool rate_ok = u->in_flight + recent < u->per_second;
+        if (conc_ok && rate_ok) {
             u->in_flight++;
-            u->starts[u->next] = now;
-            u->next = (u->next + 1) % u->per_second;
-            if (u->n_starts < u->per_second)
-                u->n_starts++;
             pthread_mutex_unlock(&u->lock);
             return 0;
         }
         if (now >= deadline_ms) {
             if (hint_ms)
-                *hint_ms = free_at > now ? (uint32_t)(free_at - now) : 1000;
+                *hint_ms = !rate_ok && free_at > now ? (uint32_t)(free_at - now) : 1000;
             pthread_mutex_unlock(&u->lock);
             return -EAGAIN;
         }
-        /* Wake at the deadline, or when the rate window moves (a release broadcasts). */
+        /* Wake at the deadline, when the window moves, or on a release (it broadcasts). */
         uint64_t wake = deadline_ms;
-        if (conc_ok && free_at < wake)
+        if (free_at && free_at < wake)
             wake = free_at;
         struct timespec ts = mono_timespec(wake);
         pthread_cond_timedwait(&u->cond, &u->lock, &ts);
@@ -558,6 +572,10 @@ static void host_upstream_release(const char *name)
     pthread_mutex_lock(&u->lock);
     if (u->in_flight > 0)
         u->in_flight--;
+    u->starts[u->next] = now_monotonic_ms();
+    u->next = (u->next + 1) % u->per_second;
+    if (u->n_starts < u->per_second)
+        u->n_starts++;
     pthread_cond_broadcast(&u->cond);
     pthread_mutex_unlock(&u->lock);
 }
