@@ -227,41 +227,59 @@ def test_connections_per_pod():
                 s.close()
 
 
+class Tricklers:
+    """Connections that send a request head one byte every 0.2 s (a head of ~4 KB: ~15 minutes)."""
+
+    def __init__(self, br, sources):
+        self.br = br
+        self.stop = threading.Event()
+        self.outcome = {"refused": 0, "closed": 0}
+        self.lock = threading.Lock()
+        self.ts = [threading.Thread(target=self.run, args=(src,)) for src in sources]
+        for t in self.ts:
+            t.start()
+
+    def run(self, source):
+        try:
+            s = raw_conn(self.br, source)
+        except OSError:
+            with self.lock:
+                self.outcome["refused"] += 1
+            return
+        try:
+            for ch in (TOKEN_REQ + "X-Pad: " + "a" * 4000).encode():
+                if self.stop.is_set():
+                    break
+                s.sendall(bytes([ch]))
+                time.sleep(0.2)
+        except OSError:
+            with self.lock:
+                self.outcome["closed"] += 1
+        finally:
+            s.close()
+
+    def wait_all_closed(self, bound_s):
+        """Whether every connection ended without the test stopping it (bounded wait)."""
+        deadline = time.time() + bound_s  # a bound against hanging, not a timing assertion
+        for t in self.ts:
+            t.join(timeout=max(0.0, deadline - time.time()))
+        return sum(1 for t in self.ts if t.is_alive()) == 0
+
+    def close(self):
+        self.stop.set()
+        for t in self.ts:
+            t.join()
+
+
 def test_slowloris():
-    timeout_s = 2
+    # Serving under a slowloris: a long timeout, so the slow connections stay for the whole round.
     with Broker(policy(["p", "slow"]), providers={"good": {}}, test_plugins=["good"],
-                conf={"http": {"timeoutSeconds": timeout_s, "maxConnectionsPerPod": 8}}) as br:
+                conf={"http": {"timeoutSeconds": 120, "maxConnectionsPerPod": 8}}) as br:
         br.register("default", "p", "127.0.0.2")
         br.register("default", "slow", "127.0.0.4")
-        stop = threading.Event()
-        outcome = {"refused": 0, "closed": 0}
-        lock = threading.Lock()
-
-        def trickle(source):
-            try:
-                s = raw_conn(br, source)
-            except OSError:
-                with lock:
-                    outcome["refused"] += 1
-                return
-            try:
-                for ch in (TOKEN_REQ + "X-Pad: " + "a" * 4000).encode():
-                    if stop.is_set():
-                        break
-                    s.sendall(bytes([ch]))
-                    time.sleep(0.2)
-            except OSError:
-                with lock:
-                    outcome["closed"] += 1
-            finally:
-                s.close()
-
         # 12 connections from a registered pod (over its cap of 8) and 4 from each of 8 other
         # addresses: 44 slow connections in all.
-        sources = ["127.0.0.4"] * 12 + ["127.0.0.%d" % (20 + k) for k in range(8) for _ in range(4)]
-        ts = [threading.Thread(target=trickle, args=(src,)) for src in sources]
-        for t in ts:
-            t.start()
+        tr = Tricklers(br, ["127.0.0.4"] * 12 + ["127.0.0.%d" % (20 + k) for k in range(8) for _ in range(4)])
         try:
             time.sleep(1.0)  # not an assertion: lets the slow connections open before we look
             for i in range(3):
@@ -272,28 +290,29 @@ def test_slowloris():
             st, _ = read_reply(s)
             s.close()
             equal(st, None, "the trickling pod cannot open more than its cap")
-
-            # Silent connections: a half-sent request line and a connection that sends nothing.
-            half = raw_conn(br, "127.0.0.2")
-            half.sendall(b"GET /metadata/ide")
-            idle = raw_conn(br, "127.0.0.2")
-            check(closed_by_server(half, 30), "a half-sent request is closed after http.timeoutSeconds")
-            check(closed_by_server(idle, 30), "a silent connection is closed after http.timeoutSeconds")
-            half.close()
-            idle.close()
-
-            # Trickling connections are cut too: a request head gets http.timeoutSeconds in all,
-            # however steadily its bytes come (MHD's own timeout is only an idle timeout).
-            deadline = time.time() + 30  # a bound against hanging, not a timing assertion
-            for t in ts:
-                t.join(timeout=max(0.0, deadline - time.time()))
-            alive = sum(1 for t in ts if t.is_alive())
-            equal(alive, 0, "every trickling connection was closed by the broker (%s)" % outcome)
-            equal(outcome["closed"] + outcome["refused"], len(ts), "... none of them finished its head")
         finally:
-            stop.set()
-            for t in ts:
-                t.join()
+            tr.close()
+        equal(br.token(R)[0], 200, "served after the slow clients went away")
+
+    # Slow connections are closed: a short timeout.
+    with Broker(policy(["p"]), providers={"good": {}}, test_plugins=["good"],
+                conf={"http": {"timeoutSeconds": 2}}) as br:
+        br.register("default", "p", "127.0.0.2")
+        half = raw_conn(br, "127.0.0.2")
+        half.sendall(b"GET /metadata/ide")
+        idle = raw_conn(br, "127.0.0.2")
+        check(closed_by_server(half, 30), "a half-sent request is closed after http.timeoutSeconds")
+        check(closed_by_server(idle, 30), "a silent connection is closed after http.timeoutSeconds")
+        half.close()
+        idle.close()
+        # Trickling connections are cut too: a request head gets http.timeoutSeconds in all,
+        # however steadily its bytes come (MHD's own timeout is only an idle timeout).
+        tr = Tricklers(br, ["127.0.0.2"] * 4 + ["127.0.0.30"] * 4)
+        try:
+            check(tr.wait_all_closed(60), "every trickling connection was closed by the broker (%s)" % tr.outcome)
+            equal(tr.outcome["closed"] + tr.outcome["refused"], 8, "... none of them finished its head")
+        finally:
+            tr.close()
         equal(br.token(R)[0], 200, "served after the slow clients went away")
         check(br.proc.poll() is None, "the broker is alive")
 
