@@ -19,6 +19,7 @@
 #include "manifest.h"
 #include "metrics.h"
 #include "policy.h"
+#include "provider-client.h"
 #include "store.h"
 #include "token-cache.h"
 
@@ -133,6 +134,7 @@ static void keep_restart_settings(struct broker_conf *old, struct broker_conf *n
     SWAP(old->kubeconfig, new->kubeconfig);
     SWAP(old->imds_endpoint, new->imds_endpoint);
     new->source_kind = old->source_kind;
+    new->provider_isolation = old->provider_isolation;
     new->cache_max_entries = old->cache_max_entries;
     new->http_max_connections = old->http_max_connections;
     new->http_max_per_ip = old->http_max_per_ip;
@@ -197,6 +199,8 @@ bool broker_ready(struct broker *b, const char **ret_why)
     const char *why = NULL;
     if (!b->plugins_ok)
         why = "a configured provider failed to load";
+    else if (b->provider_host && !provider_client_up(b->provider_host))
+        why = "the provider host process is not running (it is being restarted)";
     else if (!b->policy.synced)
         why = "the policy source has not been loaded yet";
     if (ret_why)

@@ -23,6 +23,7 @@ struct issuer;
 struct token_endpoint;
 struct http_server;
 struct control_server;
+struct provider_client;
 
 struct broker {
     char *conf_path;          /* NULL: built-in defaults */
@@ -32,6 +33,7 @@ struct broker {
     struct registry *registry;
     struct policy policy;
     struct plugin_set *plugins;
+    struct provider_client *provider_host; /* NULL when providers run inline */
     struct token_cache *cache;
     struct issuer *issuer;
     struct token_endpoint *te;

@@ -1,0 +1,397 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The provider host process (provider-host.h). The main thread reads frames; each issue() runs on
+ * a detached thread that writes its own answer. One host per process, so its state is static: the
+ * host API's issue_via has no userdata to carry it.
+ */
+#include "provider-host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <idbroker/provider.h>
+
+#include <idbroker-internal/log.h>
+#include <idbroker-internal/macro.h>
+
+#include "host-api.h"
+#include "plugin-loader.h"
+#include "provider-proto.h"
+
+#define MAX_SLOTS 64 /* providers; the loader's own cap */
+
+/* A host->issue_via() waiting for the broker's answer. Lives on the waiting thread's stack. */
+struct via_wait {
+    uint64_t id;
+    pthread_cond_t cond;
+    bool done;
+    int code;
+    struct idb_token tok;
+    struct via_wait *next;
+};
+
+static struct {
+    int fd;
+    pthread_mutex_t lock; /* running, vias, closed */
+    pthread_mutex_t write_lock;
+    struct plugin_set *plugins;
+    char *dir;
+    uint32_t timeout_ms, max_calls;
+    unsigned running[MAX_SLOTS]; /* issue() calls running, by the provider's index in the set */
+    unsigned running_total;
+    bool issued; /* a call was dispatched: no more loading (init() never runs beside issue()) */
+    bool closed; /* the channel ended */
+    struct via_wait *vias;
+    uint64_t via_next;
+} H = {
+    .fd = -1,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .write_lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+struct call {
+    size_t slot;
+    const struct plugin *pl;
+    uint8_t *frame;
+    size_t len;
+    struct pp_msg msg;
+};
+
+static void frame_free(uint8_t *f, size_t len)
+{
+    if (f) {
+        explicit_bzero(f, len);
+        free(f);
+    }
+}
+
+static void token_done(struct idb_token *t)
+{
+    if (t->access_token) {
+        explicit_bzero(t->access_token, strlen(t->access_token));
+        free(t->access_token);
+    }
+    free(t->client_id);
+    free(t->upstream_error);
+    t->access_token = t->client_id = t->upstream_error = NULL;
+}
+
+/* Writes one frame. A failed write means the broker is gone: the main thread's read ends too. */
+static int send_frame(const uint8_t *f, size_t len)
+{
+    pthread_mutex_lock(&H.write_lock);
+    int r = provider_proto_write(H.fd, f, len);
+    pthread_mutex_unlock(&H.write_lock);
+    return r;
+}
+
+static void send_result(uint64_t id, int code, const struct idb_token *tok)
+{
+    uint8_t *f = NULL;
+    size_t len = 0;
+    if (provider_proto_encode_result(PP_RESULT, id, code, tok, &f, &len) < 0 &&
+        provider_proto_encode_result(PP_RESULT, id, IDB_E_UPSTREAM_BAD_REPLY, NULL, &f, &len) < 0)
+        return; /* out of memory: the broker's deadline answers the pod */
+    (void)send_frame(f, len);
+    frame_free(f, len);
+}
+
+static void *call_run(void *ud)
+{
+    struct call *c = ud;
+    struct idb_token_req req;
+    struct idb_token tok = {.size = sizeof(tok)};
+    int r = provider_proto_get_request(&c->msg, &req);
+    if (r >= 0) {
+        r = plugin_call_issue(c->pl, &req, &tok);
+        /* A success without a token is the plugin's bug; the broker checks the rest. */
+        if (r >= 0 && (!tok.access_token || !tok.access_token[0]))
+            r = IDB_E_UPSTREAM_BAD_REPLY;
+    } else
+        r = -EINVAL;
+    send_result(c->msg.id, r, &tok);
+    token_done(&tok);
+    pthread_mutex_lock(&H.lock);
+    H.running[c->slot]--;
+    H.running_total--;
+    pthread_mutex_unlock(&H.lock);
+    frame_free(c->frame, c->len);
+    free(c);
+    return NULL;
+}
+
+/* Index of the provider in the set, or SIZE_MAX. */
+static size_t slot_of(const char *name)
+{
+    for (size_t i = 0; i < plugin_set_count(H.plugins); i++)
+        if (streq(plugin_set_at(H.plugins, i)->name, name))
+            return i;
+    return SIZE_MAX;
+}
+
+/* A PP_ISSUE: starts a thread for it, or refuses at once. Takes the frame. */
+static void on_issue(uint8_t *frame, size_t len, const struct pp_msg *m)
+{
+    const char *name = m->str[PP_T_PROVIDER];
+    size_t slot = slot_of(name);
+    if (slot == SIZE_MAX) {
+        frame_free(frame, len);
+        send_result(m->id, IDB_E_NO_PROVIDER, NULL);
+        return;
+    }
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        frame_free(frame, len);
+        send_result(m->id, -ENOMEM, NULL);
+        return;
+    }
+    *c = (struct call){
+        .slot = slot, .pl = plugin_set_at(H.plugins, slot), .frame = frame, .len = len, .msg = *m};
+    pthread_mutex_lock(&H.lock);
+    H.issued = true;
+    bool ok = H.running[slot] < H.max_calls;
+    if (ok) {
+        H.running[slot]++;
+        H.running_total++;
+    }
+    pthread_mutex_unlock(&H.lock);
+    if (!ok) {
+        log_warning("provider host: provider '%s' already has %u calls running, refusing another",
+                    name, H.max_calls);
+    } else {
+        pthread_attr_t a;
+        pthread_t th;
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        ok = pthread_create(&th, &a, call_run, c) == 0;
+        pthread_attr_destroy(&a);
+        if (ok)
+            return;
+        pthread_mutex_lock(&H.lock);
+        H.running[slot]--;
+        H.running_total--;
+        pthread_mutex_unlock(&H.lock);
+    }
+    uint64_t id = m->id;
+    frame_free(c->frame, c->len);
+    free(c);
+    send_result(id, IDB_E_UPSTREAM_UNAVAILABLE, NULL);
+}
+
+/* A PP_LOAD: the broker's strict loader, in this process. */
+static int on_load(const struct pp_msg *m)
+{
+    const char *name = m->str[PP_T_PROVIDER];
+    _cleanup_free_ char *err = NULL;
+    int r;
+    pthread_mutex_lock(&H.lock);
+    bool issued = H.issued;
+    pthread_mutex_unlock(&H.lock);
+    if (issued) {
+        r = -EBUSY;
+        err = strdup("providers are loaded only before the first call");
+    } else
+        r = plugin_set_load(H.plugins, H.dir, name, m->str[PP_T_CONF], host_api_get(), &err);
+    uint8_t *f = NULL;
+    size_t len = 0;
+    const struct plugin *pl = r >= 0 ? plugin_set_find(H.plugins, name) : NULL;
+    if (pl)
+        r = provider_proto_encode_loaded(m->id, 0, NULL, pl->version, pl->abi_major, pl->abi_minor,
+                                         pl->path, &f, &len);
+    else
+        r = provider_proto_encode_loaded(m->id, r < 0 ? r : -EIO, err, NULL, 0, 0, NULL, &f, &len);
+    if (r < 0)
+        return r;
+    r = send_frame(f, len);
+    frame_free(f, len);
+    return r;
+}
+
+/* A PP_VIA_RESULT: hands the answer to the thread waiting for it (if it still waits). */
+static void on_via_result(const struct pp_msg *m)
+{
+    pthread_mutex_lock(&H.lock);
+    for (struct via_wait **pw = &H.vias; *pw; pw = &(*pw)->next) {
+        struct via_wait *w = *pw;
+        if (w->id != m->id)
+            continue;
+        *pw = w->next;
+        if (provider_proto_get_result(m, &w->code, &w->tok) < 0)
+            w->code = IDB_E_UPSTREAM_BAD_REPLY;
+        w->done = true;
+        pthread_cond_signal(&w->cond);
+        break;
+    }
+    pthread_mutex_unlock(&H.lock);
+}
+
+/* host->issue_via() in the host: a PP_VIA to the broker, then wait for its PP_VIA_RESULT. req and
+ * ret are full-size (host-api.c sees to that). */
+static int host_via(const char *provider, const struct idb_token_req *req, struct idb_token *ret)
+{
+    struct via_wait w = {.tok = {.size = sizeof(w.tok)}};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    uint64_t deadline = req->deadline_ms ? req->deadline_ms : now_monotonic_ms() + H.timeout_ms;
+
+    pthread_mutex_lock(&H.lock);
+    if (H.closed) {
+        pthread_mutex_unlock(&H.lock);
+        pthread_cond_destroy(&w.cond);
+        return IDB_E_UPSTREAM_UNAVAILABLE;
+    }
+    w.id = ++H.via_next;
+    w.next = H.vias;
+    H.vias = &w;
+    pthread_mutex_unlock(&H.lock);
+
+    uint8_t *f = NULL;
+    size_t len = 0;
+    int r = provider_proto_encode_request(PP_VIA, w.id, provider, req, &f, &len);
+    if (r >= 0)
+        r = send_frame(f, len);
+    free(f);
+
+    pthread_mutex_lock(&H.lock);
+    if (r >= 0) {
+        struct timespec ts = {.tv_sec = (time_t)(deadline / 1000),
+                              .tv_nsec = (long)(deadline % 1000) * 1000000L};
+        while (!w.done && !H.closed && now_monotonic_ms() < deadline)
+            pthread_cond_timedwait(&w.cond, &H.lock, &ts);
+    }
+    if (!w.done) {
+        for (struct via_wait **pw = &H.vias; *pw; pw = &(*pw)->next)
+            if (*pw == &w) {
+                *pw = w.next;
+                break;
+            }
+        if (r >= 0)
+            r = H.closed ? IDB_E_UPSTREAM_UNAVAILABLE : IDB_E_PROVIDER_TIMEOUT;
+    } else {
+        r = w.code;
+        uint32_t size = ret->size;
+        memcpy(ret, &w.tok, size < sizeof(w.tok) ? size : sizeof(w.tok));
+        ret->size = size;
+        memset(&w.tok, 0, sizeof(w.tok));
+    }
+    pthread_mutex_unlock(&H.lock);
+    token_done(&w.tok);
+    pthread_cond_destroy(&w.cond);
+    return r;
+}
+
+/* Signals: see provider-host.h. */
+static void setup_signals(void)
+{
+    sigset_t all;
+    sigemptyset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    signal(SIGFPE, SIG_DFL);
+    signal(SIGILL, SIG_DFL);
+}
+
+/* Reads and applies PP_INIT. */
+static int read_init(void)
+{
+    uint8_t *f = NULL;
+    size_t len = 0;
+    struct pp_msg m;
+    int r = provider_proto_read(H.fd, 0, &f, &len);
+    if (r < 0)
+        return r;
+    r = provider_proto_decode(f, len, &m);
+    if (r >= 0 && (m.type != PP_INIT || m.num[PP_T_LOG_LEVEL] > 7 ||
+                   m.num[PP_T_LOG_FORMAT] > LOG_FORMAT_TEXT || m.num[PP_T_MAX_CALLS] < 1 ||
+                   m.num[PP_T_MAX_CALLS] > UINT32_MAX || m.num[PP_T_TIMEOUT_MS] > UINT32_MAX))
+        r = -EBADMSG;
+    if (r >= 0) {
+        log_setup((int)m.num[PP_T_LOG_LEVEL], (enum log_format)m.num[PP_T_LOG_FORMAT],
+                  STDERR_FILENO);
+        H.timeout_ms = (uint32_t)m.num[PP_T_TIMEOUT_MS];
+        H.max_calls = (uint32_t)m.num[PP_T_MAX_CALLS];
+        H.dir = strdup(m.str[PP_T_DIR]);
+        if (!H.dir)
+            r = -ENOMEM;
+    }
+    frame_free(f, len);
+    return r;
+}
+
+int provider_host_main(int fd)
+{
+    setup_signals();
+    H.fd = fd;
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    int r = read_init();
+    if (r < 0) {
+        log_error("provider host: no valid start-up frame from the broker: %s", idb_strerror(r));
+        return 1;
+    }
+    H.plugins = plugin_set_new();
+    if (!H.plugins || host_api_init(host_via) < 0) {
+        log_error("provider host: out of memory at start");
+        return 1;
+    }
+    log_debug("provider host started (pid %d)", (int)getpid());
+
+    int status = 0;
+    for (;;) {
+        uint8_t *f = NULL;
+        size_t len = 0;
+        struct pp_msg m;
+        r = provider_proto_read(fd, 0, &f, &len);
+        if (r == -ECONNRESET)
+            break; /* the broker closed the channel: stop */
+        if (r >= 0)
+            r = provider_proto_decode(f, len, &m);
+        if (r >= 0 && m.type == PP_ISSUE) {
+            on_issue(f, len, &m);
+            continue;
+        }
+        if (r >= 0 && m.type == PP_LOAD)
+            r = on_load(&m);
+        else if (r >= 0 && m.type == PP_VIA_RESULT)
+            on_via_result(&m);
+        else if (r >= 0)
+            r = -EBADMSG;
+        frame_free(f, len);
+        if (r < 0) {
+            log_error("provider host: channel to the broker failed: %s", idb_strerror(r));
+            status = 1;
+            break;
+        }
+    }
+
+    pthread_mutex_lock(&H.lock);
+    H.closed = true;
+    for (struct via_wait *w = H.vias; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+    bool busy = H.running_total > 0;
+    pthread_mutex_unlock(&H.lock);
+    if (busy) {
+        /* issue() calls still run: their plugin's state cannot be destroyed under them. */
+        log_debug("provider host: stopping with calls still running");
+        _exit(status);
+    }
+    H.plugins = plugin_set_free(H.plugins);
+    host_api_done();
+    free(H.dir);
+    close(fd);
+    return status;
+}
