@@ -172,6 +172,8 @@ int broker_reload(struct broker *b, char **ret_error)
         }
         keep_restart_settings(b->conf, c);
         log_setup(c->log_level, (enum log_format)c->log_format, STDERR_FILENO);
+        if (b->provider_host)
+            provider_client_set_log(b->provider_host, c->log_level, c->log_format);
         struct store_policy f;
         broker_policy_flags(c, &f);
         policy_set_flags(&b->policy, &f);

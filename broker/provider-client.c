@@ -365,8 +365,11 @@ static int host_start(struct provider_client *pc, char **ret_error)
             *ret_error = strdup_printf("cannot start the provider host: %s", idb_strerror(r));
         return r;
     }
-    r = provider_proto_encode_init(0, pc->o.log_level, pc->o.log_format, pc->plugin_dir,
-                                   pc->o.timeout_ms, PROVIDER_HOST_MAX_CALLS, &f, &len);
+    pthread_mutex_lock(&pc->lock);
+    int level = pc->o.log_level, format = pc->o.log_format;
+    pthread_mutex_unlock(&pc->lock);
+    r = provider_proto_encode_init(0, level, format, pc->plugin_dir, pc->o.timeout_ms,
+                                   PROVIDER_HOST_MAX_CALLS, &f, &len);
     if (r >= 0) {
         r = provider_proto_write(fd, f, len);
         frame_free(f, len);
@@ -833,6 +836,23 @@ int provider_client_run(struct provider_client *pc)
     pc->thread_started = true;
     pthread_mutex_unlock(&pc->lock);
     return 0;
+}
+
+void provider_client_set_log(struct provider_client *pc, int log_level, int log_format)
+{
+    uint8_t *f = NULL;
+    size_t len = 0;
+    if (provider_proto_encode_set_log(log_level, log_format, &f, &len) < 0)
+        return;
+    pthread_mutex_lock(&pc->lock);
+    pc->o.log_level = log_level;
+    pc->o.log_format = log_format;
+    bool up = pc->up;
+    pthread_mutex_unlock(&pc->lock);
+    /* A host starting now reads the new values; one already up gets the frame. */
+    if (up)
+        (void)send_frame(pc, 0, f, len);
+    free(f);
 }
 
 bool provider_client_up(struct provider_client *pc)

@@ -80,6 +80,9 @@ int provider_client_run(struct provider_client *pc);
 int provider_client_issue(void *ud, const struct plugin *pl, const struct idb_token_req *req,
                           struct idb_token *ret);
 
+/* Changes the host's log level and format (reload): now, if a host is up, and for every later
+ * host. */
+void provider_client_set_log(struct provider_client *pc, int log_level, int log_format);
 /* Whether a host is up and serving calls. */
 bool provider_client_up(struct provider_client *pc);
 /* The host's pid, or 0 when none runs. */

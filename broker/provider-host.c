@@ -368,6 +368,10 @@ int provider_host_main(int fd)
             r = on_load(&m);
         else if (r >= 0 && m.type == PP_VIA_RESULT)
             on_via_result(&m);
+        else if (r >= 0 && m.type == PP_SET_LOG && m.num[PP_T_LOG_LEVEL] <= 7 &&
+                 m.num[PP_T_LOG_FORMAT] <= LOG_FORMAT_TEXT)
+            log_setup((int)m.num[PP_T_LOG_LEVEL], (enum log_format)m.num[PP_T_LOG_FORMAT],
+                      STDERR_FILENO);
         else if (r >= 0)
             r = -EBADMSG;
         frame_free(f, len);

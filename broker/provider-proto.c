@@ -56,6 +56,8 @@ static const struct {
     [PP_RESULT] = {RESULT_TAGS, BIT(PP_T_CODE)},
     [PP_VIA] = {REQUEST_TAGS, REQUEST_REQUIRED},
     [PP_VIA_RESULT] = {RESULT_TAGS, BIT(PP_T_CODE)},
+    [PP_SET_LOG] = {BIT(PP_T_LOG_LEVEL) | BIT(PP_T_LOG_FORMAT),
+                    BIT(PP_T_LOG_LEVEL) | BIT(PP_T_LOG_FORMAT)},
 };
 
 static uint32_t get_u32(const uint8_t *p)
@@ -253,6 +255,22 @@ int provider_proto_encode_init(uint64_t id, int log_level, int log_format, const
         return -EINVAL;
     struct init_args a = {log_level, log_format, plugin_dir, timeout_ms, max_calls};
     return encode(PP_INIT, id, fill_init, &a, ret_frame, ret_len);
+}
+
+static void fill_set_log(struct writer *w, const void *ud)
+{
+    const struct init_args *a = ud;
+    w_num(w, PP_T_LOG_LEVEL, (uint64_t)a->log_level);
+    w_num(w, PP_T_LOG_FORMAT, (uint64_t)a->log_format);
+}
+
+int provider_proto_encode_set_log(int log_level, int log_format, uint8_t **ret_frame,
+                                  size_t *ret_len)
+{
+    if (log_level < 0 || log_level > 7 || log_format < 0 || log_format > 1)
+        return -EINVAL;
+    struct init_args a = {.log_level = log_level, .log_format = log_format};
+    return encode(PP_SET_LOG, 0, fill_set_log, &a, ret_frame, ret_len);
 }
 
 struct load_args {

@@ -42,6 +42,7 @@ enum pp_type {
     PP_RESULT = 5,     /* host -> broker: the answer to PP_ISSUE */
     PP_VIA = 6,        /* host -> broker: a plugin's host->issue_via() */
     PP_VIA_RESULT = 7, /* broker -> host: the answer to PP_VIA */
+    PP_SET_LOG = 8,    /* broker -> host: new log level and format (reload) */
     _PP_TYPE_MAX,
 };
 
@@ -117,6 +118,8 @@ bool provider_proto_has(const struct pp_msg *m, enum pp_tag tag);
 int provider_proto_encode_init(uint64_t id, int log_level, int log_format, const char *plugin_dir,
                                uint32_t timeout_ms, uint32_t max_calls, uint8_t **ret_frame,
                                size_t *ret_len);
+int provider_proto_encode_set_log(int log_level, int log_format, uint8_t **ret_frame,
+                                  size_t *ret_len);
 int provider_proto_encode_load(uint64_t id, const char *name, const char *conf, uint8_t **ret_frame,
                                size_t *ret_len);
 /* code < 0: error (borrowed, may be NULL) says why; code >= 0: version (may be NULL), abi and path.

@@ -254,6 +254,14 @@ static void test_control_round_trip(void **state)
     assert_int_equal(provider_proto_encode_init(0, 8, 1, "/p", 1, 1, &f, &len), -EINVAL);
     assert_int_equal(provider_proto_encode_init(0, 6, 1, "/p", 1, 0, &f, &len), -EINVAL);
 
+    assert_int_equal(provider_proto_encode_set_log(3, 0, &f, &len), 0);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_int_equal(m.type, PP_SET_LOG);
+    assert_int_equal(m.num[PP_T_LOG_LEVEL], 3);
+    assert_int_equal(m.num[PP_T_LOG_FORMAT], 0);
+    free(f);
+    assert_int_equal(provider_proto_encode_set_log(3, 2, &f, &len), -EINVAL);
+
     assert_int_equal(provider_proto_encode_load(3, "mock", "{\"a\":1}", &f, &len), 0);
     assert_int_equal(provider_proto_decode(f, len, &m), 0);
     assert_int_equal(m.type, PP_LOAD);
