@@ -169,10 +169,11 @@ def test_crash():
 
 
 def test_hang():
-    pods = [("p-mock", "mock"), ("p-hang", "hang")]
-    n_hang = MAX_STUCK + 4
+    # Two pods, so that more calls than the host's cap run at once within the per-pod connection cap.
+    pods = [("p-mock", "mock"), ("p-hang-a", "hang"), ("p-hang-b", "hang")]
+    n_hang = MAX_CALLS + 8
     with Broker(manifests=policy(*pods), test_plugins=("hang",),
-                conf=dict(CONF, providerTimeoutMs=500),
+                conf=dict(CONF, providerTimeoutMs=2000),
                 providers={"mock": {}, "hang": {}}) as b:
         register(b, pods)
         equal(b.token(source=source(pods, "p-mock"))[0], 200, "mock serves")
@@ -185,25 +186,27 @@ def test_hang():
 
         def sample():
             while not done.is_set():
-                p = host_pid(b)
-                peak[0] = max(peak[0], threads(p) if p else 0)
-                time.sleep(0.02)
+                peak[0] = max(peak[0], threads(pid1))
+                time.sleep(0.01)
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            results = parallel(n_hang, lambda i: b.token(source=source(pods, "p-hang"),
-                                                         resource="https://hang-%d.example/" % i))
+            results = parallel(n_hang, lambda i: b.token(
+                source=source(pods, "p-hang-a" if i % 2 else "p-hang-b"),
+                resource="https://hang-%d.example/" % i))
             # Other requests keep flowing while calls hang.
             during = b.token(source=source(pods, "p-mock"))[0]
         finally:
             done.set()
             sampler.join()
         codes = [r[0] if isinstance(r, tuple) else repr(r) for r in results]
-        equal(codes, [503] * n_hang, "every request to the hanging provider gets 503 at its deadline")
+        equal(codes, [503] * n_hang, "every request to the hanging provider gets 503 (%d calls)"
+              % n_hang)
         check(all(r[1].get("retry-after") for r in results), "with Retry-After")
         equal(during, 200, "a cached mock token is served meanwhile")
-        check(0 < peak[0] <= MAX_CALLS + 4,
-              "the host's threads stay bounded (peak %d, cap %d calls)" % (peak[0], MAX_CALLS))
+        check(0 < peak[0] <= MAX_CALLS + 2,
+              "the host's threads stay bounded: peak %d for %d hanging calls, cap %d"
+              % (peak[0], n_hang, MAX_CALLS))
         # MAX_STUCK stuck calls of one provider make the broker restart the host.
         wait_restarted(b, pid1, 1)
         check("stuck past their deadline" in b.log(), "the log says why the host was restarted")
@@ -216,7 +219,7 @@ def test_hang():
         equal(b.token(source=source(pods, "p-mock"), resource="https://after-hang.example/")[0],
               200, "mock serves new tokens after the restart")
         # A single hang below the threshold: a 503 at the deadline, no restart.
-        st, _, _ = b.token(source=source(pods, "p-hang"), resource="https://one-more.example/")
+        st, _, _ = b.token(source=source(pods, "p-hang-a"), resource="https://one-more.example/")
         equal(st, 503, "one more hanging call: 503")
         equal(b.metric("idbroker_provider_restarts_total"), 1, "and no restart for a single one")
         # The host is told to stop while a call still hangs in it: it exits at once anyway.
