@@ -700,7 +700,9 @@ static void *via_run(void *ud)
 }
 
 /* A PP_VIA: served on a thread of its own, since it may need this very channel (the provider it
- * names runs in the host too). Takes the frame. */
+ * names runs in the host too). Takes the frame. The reading thread never writes (so it can never
+ * wait for a host that waits for it): a request over the limit gets no answer, and the plugin's
+ * issue_via() fails at its deadline. */
 static void on_via(struct provider_client *pc, uint64_t gen, uint8_t *frame, size_t len,
                    const struct pp_msg *m)
 {
@@ -729,7 +731,8 @@ static void on_via(struct provider_client *pc, uint64_t gen, uint8_t *frame, siz
         pthread_cond_broadcast(&pc->cond);
         pthread_mutex_unlock(&pc->lock);
     }
-    via_answer(pc, gen, m->id, IDB_E_UPSTREAM_UNAVAILABLE, NULL);
+    log_warning("provider host: issue_via request for '%s' dropped (%u running)",
+                j->msg.str[PP_T_PROVIDER], (unsigned)PROVIDER_HOST_MAX_VIA);
     via_job_free(j);
 }
 
@@ -804,8 +807,10 @@ static void *supervise(void *ud)
         unsigned failed = host_down(pc, stopping ? STOP_GRACE_MS : 0, why, sizeof(why), inflight,
                                     sizeof(inflight));
         pthread_mutex_lock(&pc->lock);
-        if (stopping)
+        if (stopping) {
+            log_debug("provider host %s", why);
             break;
+        }
         if (lived >= STABLE_MS)
             pc->backoff_ms = pc->o.restart_min_ms;
         pc->restarts++;
@@ -815,7 +820,14 @@ static void *supervise(void *ud)
                   (int)pid, why, r == -ECONNRESET ? "channel closed" : idb_strerror(r), failed,
                   inflight[0] ? " (" : "", inflight, inflight[0] ? ")" : "", pc->backoff_ms);
     }
+    pid_t pid = pc->pid;
     pthread_mutex_unlock(&pc->lock);
+    /* A host this thread started must be stopped before the thread ends: PR_SET_PDEATHSIG fires
+     * when the thread that forked it exits. */
+    if (pid > 0) {
+        host_down(pc, STOP_GRACE_MS, why, sizeof(why), inflight, sizeof(inflight));
+        log_debug("provider host %s", why);
+    }
     return NULL;
 }
 

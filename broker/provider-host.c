@@ -245,10 +245,13 @@ static int host_via(const char *provider, const struct idb_token_req *req, struc
     uint64_t deadline = req->deadline_ms ? req->deadline_ms : now_monotonic_ms() + H.timeout_ms;
 
     pthread_mutex_lock(&H.lock);
-    if (H.closed) {
+    if (H.closed || !H.issued) {
+        /* Before the first call the broker is still loading providers and reads only their
+         * answers: issue_via is for issue(), not init(). */
+        bool closed = H.closed;
         pthread_mutex_unlock(&H.lock);
         pthread_cond_destroy(&w.cond);
-        return IDB_E_UPSTREAM_UNAVAILABLE;
+        return closed ? IDB_E_UPSTREAM_UNAVAILABLE : -ENOTSUP;
     }
     w.id = ++H.via_next;
     w.next = H.vias;

@@ -113,6 +113,8 @@ def stop_cleanly(b, pids):
     b.stop()
     left = [p for p in pids if alive(p)] + hosts_of(broker_pid)
     equal(left, [], "no provider host process is left after a clean stop")
+    check("provider host exited with status 0" in b.log(),
+          "the provider host exited by itself, with status 0, when its channel closed")
 
 
 def test_crash():
@@ -240,6 +242,22 @@ def test_kill9_host():
         stop_cleanly(b, [pid1, host_pid(b)])
 
 
+def test_crash_at_load():
+    pods = [("p-mock", "mock")]
+    with Broker(manifests=policy(*pods), test_plugins=("initcrash",), conf=CONF,
+                providers={"initcrash": {}, "mock": {}}, start=False) as b:
+        b.start(wait_ready=False)
+        register(b, pods)
+        check("provider 'initcrash' refused: the provider host was killed by signal 11" in b.log(),
+              "a provider that crashes in init() is refused, and the log says how the host died")
+        check(b.proc.poll() is None, "the broker runs on")
+        st, _, body = b.health("/readyz")
+        check(st == 503 and b"failed to load" in body, "/readyz says a provider failed to load")
+        equal([p["name"] for p in b.ctl_json("providers")], ["mock"], "mock is loaded")
+        equal(b.token(source=source(pods, "p-mock"))[0], 200, "and serves from the new host")
+        stop_cleanly(b, [host_pid(b)])
+
+
 def test_kill9_broker():
     pods = [("p-mock", "mock")]
     with Broker(manifests=policy(*pods), conf=CONF) as b:
@@ -271,6 +289,7 @@ def main():
     test_crash()
     test_hang()
     test_kill9_host()
+    test_crash_at_load()
     test_kill9_broker()
     test_inline()
 
