@@ -14,6 +14,7 @@
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
+#include "aai.h"
 #include "conf.h"
 #include "issuer.h"
 #include "manifest.h"
@@ -36,6 +37,8 @@ void broker_issuer_options(const struct broker_conf *c, struct broker *b, struct
         .rate_per_pod = c->rate_per_pod,
         .rate_burst = c->rate_burst,
         .audit = c->log_audit,
+        .on_issued = b->aai ? aai_writer_issued : NULL,
+        .on_issued_ud = b->aai,
     };
     for (int i = 0; i < 3; i++)
         o->type_providers[i] = conf_type_provider(c, i);

@@ -24,6 +24,9 @@ struct token_endpoint;
 struct http_server;
 struct control_server;
 struct provider_client;
+struct k8s_client;
+struct k8s_watch;
+struct aai_writer;
 
 struct broker {
     char *conf_path;          /* NULL: built-in defaults */
@@ -40,6 +43,11 @@ struct broker {
     struct http_server *http;
     struct http_server *health;
     struct control_server *ctl;
+
+    /* kubernetes source (NULL in files mode) */
+    struct k8s_client *k8s;
+    struct k8s_watch *watch;
+    struct aai_writer *aai;
 
     /* files source */
     char *source_dir;

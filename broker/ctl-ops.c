@@ -18,6 +18,7 @@
 #include "control.h"
 #include "host-api.h"
 #include "issuer.h"
+#include "k8s-watch.h"
 #include "metrics.h"
 #include "plugin-loader.h"
 #include "provider-client.h"
@@ -77,6 +78,8 @@ static int op_status(void *ud, struct json_object *req, struct json_object **ret
     json_add_int(src, "lastReload", (int64_t)b->last_reload);
     json_add_str(src, "lastError", b->last_error);
     pthread_mutex_unlock(&b->reload_lock);
+    if (b->watch)
+        json_object_object_add(src, "kubernetes", k8s_watch_status(b->watch));
     json_object_object_add(o, "source", src);
     json_add_int(o, "pods", (int64_t)registry_count(b->registry));
     policy_read_lock(&b->policy);
@@ -241,14 +244,24 @@ static int op_explain(void *ud, struct json_object *req, struct json_object **re
     bool registered = registry_find_pod(b->registry, ns, name, &reg) >= 0;
     policy_read_lock(&b->policy);
     struct json_object *o = store_explain(b->policy.store, &b->policy.flags, ns, name);
-    bool known = store_get_pod(b->policy.store, ns, name) != NULL;
+    const struct pod_meta *pm = store_get_pod(b->policy.store, ns, name);
+    bool known = pm != NULL;
     bool synced = b->policy.synced, authoritative = b->policy.authoritative;
+    /* The registration must be the pod the source knows (THREATS T2): say why not. */
+    char why[512] = "";
+    int check = registered && pm ? issuer_check_registration(pm, &reg, why, sizeof(why)) : 0;
     policy_read_unlock(&b->policy);
     if (!o)
         return -ENOMEM;
     json_object_object_add(o, "registered", json_object_new_boolean(registered));
     if (registered)
         json_object_object_add(o, "registration", registration_to_json(&reg));
+    if (check < 0) {
+        json_add_str(o, "registrationMismatch", why);
+        json_add_str(o, "note", why);
+        *ret = o;
+        return 0;
+    }
     if (!registered)
         json_add_str(o, "note",
                      "the pod is not registered on this node: requests from it get 403 until the "

@@ -47,6 +47,7 @@ struct http_server {
 /* Per request, created by the URI log callback and freed by the completion callback. */
 struct req_ctx {
     char *raw_uri;  /* NULL when the target was over HTTP_MAX_URI_BYTES */
+    bool checked;   /* the head passed the caps: answer once the request is complete */
     bool responded; /* a response is queued: ignore any further calls (body data) */
 };
 
@@ -265,6 +266,25 @@ static void peer_address(struct MHD_Connection *conn, struct sockaddr_storage *s
     }
 }
 
+static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *conn,
+                               struct req_ctx *ctx, const char *method)
+{
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    peer_address(conn, &peer, &peer_len);
+
+    struct http_request req = {
+        .method = method,
+        .raw_uri = ctx->raw_uri,
+        .peer = peer_len ? (const struct sockaddr *)&peer : NULL,
+        .peer_len = peer_len,
+        .impl = conn,
+    };
+    struct http_response resp = {0};
+    s->fn(s->ud, &req, &resp);
+    return queue(conn, ctx, &resp);
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **req_cls)
@@ -280,6 +300,16 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         /* Body bytes after our early reply: drop them; MHD closes the connection afterwards. */
         *upload_data_size = 0;
         return MHD_YES;
+    }
+
+    if (ctx->checked) {
+        /* Called again: the request is complete unless body bytes arrived (only possible for a
+         * body MHD could not announce, e.g. HTTP/1.0 without Content-Length: refuse it). */
+        if (*upload_data_size > 0) {
+            *upload_data_size = 0;
+            return refuse(conn, ctx, 413, "invalid_request", "Request body not allowed");
+        }
+        return respond(s, conn, ctx, method);
     }
 
     if (!ctx->raw_uri)
@@ -300,20 +330,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         return refuse(conn, ctx, 413, "invalid_request", "Request body not allowed");
     }
 
-    struct sockaddr_storage peer;
-    socklen_t peer_len;
-    peer_address(conn, &peer, &peer_len);
-
-    struct http_request req = {
-        .method = method,
-        .raw_uri = ctx->raw_uri,
-        .peer = peer_len ? (const struct sockaddr *)&peer : NULL,
-        .peer_len = peer_len,
-        .impl = conn,
-    };
-    struct http_response resp = {0};
-    s->fn(s->ud, &req, &resp);
-    return queue(conn, ctx, &resp);
+    /* Answer on the next call, when MHD has the whole request: a reply queued while MHD still
+     * expects a body makes it close the connection afterwards, so keep-alive would never work. */
+    ctx->checked = true;
+    return MHD_YES;
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -405,8 +425,9 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     s->fn = fn;
     s->ud = ud;
 
-    unsigned flags =
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* poll(), not select(): no FD_SETSIZE limit on descriptors, and less work per wake-up. */
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= any6 ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
 

@@ -323,26 +323,23 @@ static void audit(bool enabled, const struct registration *reg, const struct iss
 {
     if (!enabled)
         return;
-    _cleanup_json_ struct json_object *f = json_object_new_object();
-    if (!f)
-        return;
-    json_add_str(f, "audit", "token");
-    json_add_str(f, "pod", res->pod);
-    if (reg && reg->pod_uid[0])
-        json_add_str(f, "podUid", reg->pod_uid);
-    if (res->identity[0])
-        json_add_str(f, "identity", res->identity);
-    json_add_str(f, "resource", req->resource);
-    json_add_str(f, "decision", res->code == 0 ? "issued" : "denied");
-    if (res->code < 0)
-        json_add_str(f, "error", idb_strerror(res->code));
-    if (res->reason[0])
-        json_add_str(f, "reason", res->reason);
-    if (res->code == 0)
-        json_add_str(f, "cache", hit ? "hit" : "miss");
-    json_add_int(f, "latencyMs", (int64_t)(now_monotonic_ms() - t0));
-    log_full(res->code == 0 ? IDB_LOG_INFO : IDB_LOG_NOTICE, 0, f, "token %s",
-             res->code == 0 ? "issued" : "denied");
+    char latency[24];
+    snprintf(latency, sizeof(latency), "%" PRIu64, now_monotonic_ms() - t0);
+    bool ok = res->code == 0;
+    const struct log_field f[] = {
+        {"audit", "token", 0},
+        {"pod", res->pod, 0},
+        {"podUid", reg && reg->pod_uid[0] ? reg->pod_uid : NULL, 0},
+        {"identity", res->identity[0] ? res->identity : NULL, 0},
+        {"resource", req->resource, 0},
+        {"decision", ok ? "issued" : "denied", 0},
+        {"error", ok ? NULL : idb_strerror(res->code), 0},
+        {"reason", res->reason[0] ? res->reason : NULL, 0},
+        {"cache", ok ? (hit ? "hit" : "miss") : NULL, 0},
+        {"latencyMs", latency, 1},
+    };
+    log_fields(ok ? IDB_LOG_INFO : IDB_LOG_NOTICE, f, ELEMENTSOF(f), "token %s",
+               ok ? "issued" : "denied");
 }
 
 static void result_fail(struct issue_result *ret, int code, const char *fmt, ...)
@@ -387,12 +384,23 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             const struct pod_meta *pm =
                 store_get_pod(pol->store, reg->pod_namespace, reg->pod_name);
             /* A registration and the pod the policy knows must be the same pod (THREATS T2). */
-            if (pm && pm->uid && pm->uid[0] && reg->pod_uid[0] && !streq(pm->uid, reg->pod_uid)) {
+            char why[sizeof(d.reason)];
+            if (pm && issuer_check_registration(pm, reg, why, sizeof(why)) < 0) {
                 d.result = IDB_E_NOT_SYNCED;
-                snprintf(d.reason, sizeof(d.reason),
-                         "pod UID '%s' of the registration differs from '%s' in the policy source",
-                         reg->pod_uid, pm->uid);
+                d.identity = NULL;
+                d.binding = NULL;
+                snprintf(d.reason, sizeof(d.reason), "%s", why);
             }
+        }
+        if (d.result != IDB_E_NOT_SYNCED && !pol->authoritative && !pol->synced) {
+            /* Kubernetes source before the first LIST of every kind: a denial may only mean that
+             * the bindings have not arrived yet, a grant that an exception has not. */
+            d.result = IDB_E_NOT_SYNCED;
+            d.identity = NULL;
+            d.binding = NULL;
+            snprintf(d.reason, sizeof(d.reason),
+                     "the policy source has not listed every kind yet (no decision for %s/%s)",
+                     reg->pod_namespace, reg->pod_name);
         }
         if (d.result == IDB_E_NOT_SYNCED && pol->authoritative && pol->synced &&
             !store_get_pod(pol->store, reg->pod_namespace, reg->pod_name)) {
@@ -473,8 +481,53 @@ static void issue_for_registration(struct issuer *is, const struct registration 
     if (tok->client_id && tok->client_id[0])
         snprintf(ret->client_id, sizeof(ret->client_id), "%s", tok->client_id);
     ret->code = 0;
+    if (is->o.on_issued) {
+        char idns[sizeof(ret->identity)];
+        snprintf(idns, sizeof(idns), "%s", ret->identity);
+        char *slash = strchr(idns, '/');
+        if (slash) {
+            *slash = '\0';
+            is->o.on_issued(is->o.on_issued_ud, reg->pod_namespace, reg->pod_name, idns, slash + 1);
+        }
+    }
 out:
     audit(o.audit, reg, req, ret, t0, hit);
+}
+
+int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg, char *why,
+                              size_t n)
+{
+    if (!streq(pm->namespace, reg->pod_namespace) || !streq(pm->name, reg->pod_name)) {
+        snprintf(why, n, "the registration is for pod %s/%s, the policy source has %s/%s",
+                 reg->pod_namespace, reg->pod_name, pm->namespace, pm->name);
+        return IDB_E_NOT_SYNCED;
+    }
+    if (pm->uid && pm->uid[0] && reg->pod_uid[0] && !streq(pm->uid, reg->pod_uid)) {
+        snprintf(why, n,
+                 "pod UID '%s' of the registration differs from '%s' in the policy source (the "
+                 "pod was replaced, or the source has not seen the new one yet)",
+                 reg->pod_uid, pm->uid);
+        return IDB_E_NOT_SYNCED;
+    }
+    if (pm->n_ips == 0)
+        return 0;
+    for (size_t i = 0; i < reg->n_ips; i++) {
+        bool found = false;
+        for (size_t k = 0; k < pm->n_ips && !found; k++) {
+            struct reg_ip ip;
+            found = reg_ip_parse(pm->ips[k], &ip) >= 0 && reg_ip_equal(&ip, &reg->ips[i]);
+        }
+        if (!found) {
+            char a[64];
+            reg_ip_to_string(&reg->ips[i], a, sizeof(a));
+            snprintf(why, n,
+                     "the registration's address %s is not an IP of pod %s/%s in the policy "
+                     "source (%s%s)",
+                     a, pm->namespace, pm->name, pm->ips[0], pm->n_ips > 1 ? ", ..." : "");
+            return IDB_E_NOT_SYNCED;
+        }
+    }
+    return 0;
 }
 
 static void result_init(struct issue_result *ret)

@@ -54,7 +54,22 @@ struct issuer_options {
     uint32_t rate_per_pod; /* tokens per second per pod; 0 = unlimited */
     uint32_t rate_burst;
     bool audit; /* one audit record per issued or denied token */
+    /* Called after every token handed to a pod (cache hit or not), on the request's thread with no
+     * lock held; strings borrowed for the call. For the AzureAssignedIdentity writer (status
+     * Created -> Assigned). Optional. */
+    void (*on_issued)(void *ud, const char *pod_ns, const char *pod_name, const char *id_ns,
+                      const char *id_name);
+    void *on_issued_ud;
 };
+
+struct pod_meta;
+struct registration;
+/* Cross-checks a registration (from CNI) against the pod the policy source knows (THREATS T2):
+ * namespace/name, the UID when both have one, and every registration IP among the pod's IPs when
+ * the source lists IPs (a pod whose IP the kubelet has not reported yet is checked by UID alone).
+ * Returns 0 when they agree, else IDB_E_NOT_SYNCED and a reason in why[0..n). Both borrowed. */
+int issuer_check_registration(const struct pod_meta *pm, const struct registration *reg, char *why,
+                              size_t n);
 
 /* Returns new, or NULL on allocation failure. */
 struct issuer *issuer_new(const struct issuer_options *o);

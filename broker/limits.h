@@ -19,6 +19,17 @@
 #define MANIFEST_MAX_DOCS 100000
 #define MANIFEST_MAX_DEPTH 32
 #define MANIFEST_MAX_LABELS 64
+#define MANIFEST_MAX_POD_IPS 8 /* status.podIPs of one pod */
+
+/* Kubernetes API (k8s-client). A watch event is one object: etcd stores at most 1.5 MiB, and JSON
+ * escaping can grow it, so 3 MiB; an event past the cap ends the watch (the reflector relists). */
+#define K8S_MAX_EVENT_BYTES (3 * 1024 * 1024)
+#define K8S_MAX_EVENT_DEPTH 64
+#define K8S_MAX_LIST_PAGE_BYTES (64 * 1024 * 1024) /* one LIST page (limit=K8S_LIST_PAGE_SIZE) */
+#define K8S_MAX_REPLY_BYTES (1024 * 1024)          /* any other reply (apply, delete, errors) */
+#define K8S_MAX_CONFIG_BYTES (1024 * 1024)         /* kubeconfig, CA, certificate, key files */
+#define K8S_MAX_TOKEN_BYTES (64 * 1024)            /* bearer token file */
+#define K8S_MAX_LIST_PAGES 10000                   /* pages of one LIST */
 
 #define CTL_MAX_CLIENTS 16
 #define CTL_IO_TIMEOUT_MS 5000

@@ -21,12 +21,15 @@
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
+#include "aai.h"
 #include "broker.h"
 #include "conf.h"
 #include "control.h"
 #include "host-api.h"
 #include "http-server.h"
 #include "issuer.h"
+#include "k8s-client.h"
+#include "k8s-watch.h"
 #include "manifest.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -174,13 +177,44 @@ static void usage(FILE *f)
             "Docs: docs/operating.md, docs/configuration.md\n");
 }
 
+/* Kubernetes source: a store change evicts stale tokens and updates the AzureAssignedIdentities. */
+static void k8s_changed(void *ud)
+{
+    struct broker *b = ud;
+    issuer_evict_stale(b->issuer);
+    aai_writer_notify(b->aai);
+}
+
+static int k8s_source_start(struct broker *b)
+{
+    struct k8s_watch_options wo = {
+        .client = b->k8s,
+        .policy = &b->policy,
+        .node_name = b->conf->node_name,
+        .on_change = k8s_changed,
+        .on_change_ud = b,
+        .aai = b->aai ? aai_writer_sink(b->aai) : NULL,
+    };
+    int r = k8s_watch_start(&wo, &b->watch);
+    if (r < 0)
+        return log_error_errno(r, "cannot start the Kubernetes watch");
+    log_info("watching the Kubernetes API at %s for node '%s'", k8s_client_server(b->k8s),
+             b->conf->node_name);
+    return 0;
+}
+
 static void broker_shutdown(struct broker *b)
 {
     b->ctl = control_server_stop(b->ctl);
     b->http = http_server_stop(b->http);
     b->health = http_server_stop(b->health);
-    /* The provider host goes first: its calls in flight fail at once, so the cache drains fast. Its
-     * issue_via requests use the issuer and the cache, which must outlive them. */
+    if (b->k8s)
+        k8s_client_stop(b->k8s);
+    b->watch = k8s_watch_free(b->watch);
+    b->aai = aai_writer_free(b->aai);
+    b->k8s = k8s_client_free(b->k8s);
+    /* The provider host goes before the cache: its calls in flight fail at once, so the cache
+     * drains fast. Its issue_via requests use the issuer and the cache, which must outlive them. */
     if (provider_client_stop(b->provider_host) < 0) {
         log_warning("an issue_via request of the provider host is still running, exiting without "
                     "waiting");
@@ -274,10 +308,24 @@ int main(int argc, char **argv)
     b.conf_path = conf_path ? strdup(conf_path) : NULL;
     log_setup(b.conf->log_level, (enum log_format)b.conf->log_format, STDERR_FILENO);
 
-    if (b.conf->source_kind != SOURCE_FILES) {
-        log_error("source kind 'kubernetes' is not available in this build yet; use \"source\": "
-                  "{\"kind\": \"files\"}");
-        return 1;
+    bool kube = b.conf->source_kind == SOURCE_KUBERNETES;
+    struct k8s_config *kcfg = NULL;
+    if (kube) {
+        r = k8s_config_load(b.conf->kubeconfig, &kcfg, &err);
+        if (r < 0) {
+            fprintf(stderr, "idbrokerd: %s\n", err ? err : idb_strerror(r));
+            conf_free(b.conf);
+            free(b.conf_path);
+            return 1;
+        }
+        if (check_only) {
+            printf("configuration '%s' is valid; Kubernetes API at %s (%s)\n", strna(conf_path),
+                   kcfg->server, kcfg->origin);
+            k8s_config_free(kcfg);
+            conf_free(b.conf);
+            free(b.conf_path);
+            return 0;
+        }
     }
     b.source_dir = strdup(b.conf->source_dir);
 
@@ -308,11 +356,25 @@ int main(int argc, char **argv)
     broker_policy_flags(b.conf, &flags);
     struct tc_options tco;
     broker_cache_options(b.conf, &tco);
-    if (host_api_init(host_issue_via) < 0 || policy_init(&b.policy, &flags, true) < 0 ||
+    if (host_api_init(host_issue_via) < 0 || policy_init(&b.policy, &flags, !kube) < 0 ||
         !(b.registry = registry_new(b.conf->state_dir)) || !(b.plugins = plugin_set_new()) ||
         !(b.cache = token_cache_new(&tco))) {
         log_error("out of memory at start");
         return 1;
+    }
+    if (kube) {
+        r = k8s_client_new(kcfg, &b.k8s);
+        if (r >= 0) {
+            kcfg = NULL;
+            struct aai_options ao = {
+                .client = b.k8s, .policy = &b.policy, .node_name = b.conf->node_name};
+            r = aai_writer_start(&ao, &b.aai);
+        }
+        if (r < 0) {
+            k8s_config_free(kcfg);
+            log_error_errno(r, "cannot set up the Kubernetes client");
+            return 1;
+        }
     }
     struct issuer_options io;
     broker_issuer_options(b.conf, &b, &io);
@@ -334,6 +396,8 @@ int main(int argc, char **argv)
     log_info("%d registrations loaded from '%s'", r, b.conf->state_dir);
 
     b.plugins_ok = load_providers(&b) >= 0;
+    if (kube && k8s_source_start(&b) < 0)
+        return 1;
     broker_reload_source(&b, true);
 
     struct token_endpoint_options teo = {

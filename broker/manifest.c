@@ -35,11 +35,12 @@
 #define QUOTE_MAX_CHARS 80
 
 struct ctx {
-    const char *origin; /* borrowed */
-    unsigned doc;       /* 1-based number of the current document; 0 before the first */
-    unsigned objects;   /* documents plus List items, against MANIFEST_MAX_DOCS */
-    struct store *s;    /* borrowed */
-    char *error;        /* returns new: the first error */
+    const char *origin;          /* borrowed */
+    unsigned doc;                /* 1-based number of the current document; 0 before the first */
+    unsigned objects;            /* documents plus List items, against MANIFEST_MAX_DOCS */
+    struct store *s;             /* borrowed; NULL when converting one object (out) */
+    struct manifest_object *out; /* manifest_object_from_json: the object goes here, not into s */
+    char *error;                 /* returns new: the first error */
 };
 
 /* ---- messages ---- */
@@ -536,6 +537,8 @@ static int parse_meta(struct ctx *c, struct json_object *o, const char *prefix, 
 static char *origin_new(const struct ctx *c)
 {
     char *o;
+    if (c->doc == 0)
+        return strdup(c->origin);
     if (asprintf(&o, "%s#%u", c->origin, c->doc) < 0)
         return NULL;
     return o;
@@ -622,6 +625,11 @@ static int parse_identity(struct ctx *c, struct json_object *o, const char *pref
         r = (i->secret_namespace = strdup("")) ? 0 : -ENOMEM;
     if (r >= 0)
         r = (i->origin = origin_new(c)) ? 0 : -ENOMEM;
+    if (r >= 0 && c->out) {
+        identity_update_hash(i);
+        c->out->identity = i;
+        return 0;
+    }
     if (r >= 0) {
         const struct identity *old = store_get_identity(c->s, i->namespace, i->name);
         if (old)
@@ -660,6 +668,10 @@ static int parse_binding(struct ctx *c, struct json_object *o, const char *prefi
     }
     if (r >= 0)
         r = (b->origin = origin_new(c)) ? 0 : -ENOMEM;
+    if (r >= 0 && c->out) {
+        c->out->binding = b;
+        return 0;
+    }
     size_t before = store_count_bindings(c->s);
     if (r >= 0)
         r = store_put_binding(c->s, b);
@@ -693,6 +705,10 @@ static int parse_exception(struct ctx *c, struct json_object *o, const char *pre
     }
     if (r >= 0)
         r = (e->origin = origin_new(c)) ? 0 : -ENOMEM;
+    if (r >= 0 && c->out) {
+        c->out->exception = e;
+        return 0;
+    }
     size_t before = store_count_exceptions(c->s);
     if (r >= 0)
         r = store_put_exception(c->s, e);
@@ -702,6 +718,62 @@ static int parse_exception(struct ctx *c, struct json_object *o, const char *pre
     }
     if (store_count_exceptions(c->s) == before)
         return fail_duplicate(c, "AzurePodIdentityException", e->namespace, e->name, NULL);
+    return 0;
+}
+
+/* status.podIPs[].ip, else status.podIP: the addresses the cluster gave the pod, for the
+ * registration cross-check (THREATS T2). Absent status means no IPs. */
+static int parse_pod_ips(struct ctx *c, struct json_object *o, const char *prefix,
+                         struct pod_meta *p)
+{
+    char path[PATH_MAX_CHARS], st[PATH_MAX_CHARS];
+    struct json_object *status = lookup(o, prefix, "status", NULL, st, sizeof(st));
+    if (!status)
+        return 0;
+    if (!json_object_is_type(status, json_type_object))
+        return fail_type(c, st, "a mapping", status);
+    struct json_object *ips = lookup(status, st, "podIPs", NULL, path, sizeof(path));
+    if (ips) {
+        if (!json_object_is_type(ips, json_type_array))
+            return fail_type(c, path, "a list", ips);
+        size_t n = json_object_array_length(ips);
+        if (n > MANIFEST_MAX_POD_IPS)
+            return fail(c, path, "more than %d addresses", MANIFEST_MAX_POD_IPS);
+        if (n > 0) {
+            p->ips = calloc(n, sizeof(char *));
+            if (!p->ips)
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct json_object *e = json_object_array_get_idx(ips, i);
+            char sub[PATH_MAX_CHARS];
+            snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+            if (!json_object_is_type(e, json_type_object))
+                return fail_type(c, sub, "a mapping", e);
+            char ipath[PATH_MAX_CHARS];
+            char *ip = NULL;
+            int r = want_string(c, ipath, lookup(e, sub, "ip", NULL, ipath, sizeof(ipath)), &ip);
+            if (r < 0)
+                return r;
+            if (ip)
+                p->ips[p->n_ips++] = ip;
+        }
+        if (p->n_ips > 0)
+            return 0;
+    }
+    char *ip = NULL;
+    int r = want_string(c, path, lookup(status, st, "podIP", NULL, path, sizeof(path)), &ip);
+    if (r < 0 || !ip)
+        return r;
+    if (!*ip) {
+        free(ip);
+        return 0;
+    }
+    if (!p->ips && !(p->ips = calloc(1, sizeof(char *)))) {
+        free(ip);
+        return -ENOMEM;
+    }
+    p->ips[p->n_ips++] = ip;
     return 0;
 }
 
@@ -725,7 +797,13 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
     if (spec)
         r = want_string(c, path, lookup(spec, sp, "nodeName", NULL, path, sizeof(path)), &p->node);
     if (r >= 0)
+        r = parse_pod_ips(c, o, prefix, p);
+    if (r >= 0)
         r = (p->origin = origin_new(c)) ? 0 : -ENOMEM;
+    if (r >= 0 && c->out) {
+        c->out->pod = p;
+        return 0;
+    }
     if (r >= 0) {
         const struct pod_meta *old = store_get_pod(c->s, p->namespace, p->name);
         if (old)
@@ -945,6 +1023,112 @@ int manifest_parse(const char *text, size_t len, const char *origin, struct stor
         *ret_error = TAKE_PTR(c.error);
     free(c.error);
     return r;
+}
+
+void manifest_object_done(struct manifest_object *o)
+{
+    if (!o)
+        return;
+    identity_free(o->identity);
+    binding_free(o->binding);
+    pod_exception_free(o->exception);
+    pod_meta_free(o->pod);
+    *o = (struct manifest_object){0};
+}
+
+int manifest_object_from_json(struct json_object *o, enum manifest_kind kind, const char *origin,
+                              struct manifest_object *ret, char **ret_error)
+{
+    static const char *const names[] = {
+        [MANIFEST_IDENTITY] = "AzureIdentity",
+        [MANIFEST_BINDING] = "AzureIdentityBinding",
+        [MANIFEST_EXCEPTION] = "AzurePodIdentityException",
+        [MANIFEST_POD] = "Pod",
+    };
+    if (!o || !ret || kind < MANIFEST_IDENTITY || kind > MANIFEST_POD)
+        return -EINVAL;
+    struct manifest_object out = {.kind = kind};
+    struct ctx c = {.origin = origin ? origin : "<object>", .out = &out};
+    int r;
+    if (!json_object_is_type(o, json_type_object))
+        r = fail_type(&c, NULL, "a mapping", o);
+    else {
+        size_t k = 0;
+        while (k < ELEMENTSOF(kinds) && !streq(kinds[k].kind, names[kind]))
+            k++;
+        struct meta m = {0};
+        r = parse_meta(&c, o, "", kinds[k].labels, kinds[k].annotations, &m);
+        if (r >= 0)
+            r = kinds[k].parse(&c, o, "", &m);
+        meta_done(&m);
+    }
+    if (r < 0) {
+        manifest_object_done(&out);
+        if (r != -ENOMEM && !c.error)
+            r = fail(&c, NULL, "invalid object");
+        if (ret_error && c.error)
+            *ret_error = TAKE_PTR(c.error);
+        free(c.error);
+        return r;
+    }
+    free(c.error);
+    *ret = out;
+    return 0;
+}
+
+int manifest_yaml_to_json(const char *text, size_t len, const char *origin,
+                          struct json_object **ret, char **ret_error)
+{
+    if ((!text && len > 0) || !ret)
+        return -EINVAL;
+    struct ctx c = {.origin = origin ? origin : "<input>"};
+    _cleanup_json_ struct json_object *root = NULL;
+    int r = 0;
+    if (len > MANIFEST_MAX_FILE_BYTES)
+        r = fail(&c, NULL, "file is larger than %d bytes", MANIFEST_MAX_FILE_BYTES);
+    yaml_parser_t p;
+    bool init = false;
+    if (r >= 0) {
+        if (!yaml_parser_initialize(&p))
+            r = -ENOMEM;
+        else {
+            init = true;
+            yaml_parser_set_input_string(&p, (const unsigned char *)(text ? text : ""), len);
+        }
+    }
+    /* Stream start, then the first document's start and root node; the rest is not read. */
+    yaml_event_t ev;
+    if (r >= 0)
+        r = next_event(&c, &p, &ev);
+    if (r >= 0) {
+        yaml_event_delete(&ev);
+        r = next_event(&c, &p, &ev);
+    }
+    if (r >= 0) {
+        bool doc = ev.type == YAML_DOCUMENT_START_EVENT;
+        yaml_event_delete(&ev);
+        if (doc) {
+            c.doc = 1;
+            r = next_event(&c, &p, &ev);
+            char path[PATH_MAX_CHARS] = "";
+            if (r >= 0)
+                r = build_node(&c, &p, &ev, 0, path, &root);
+        }
+    }
+    if (init)
+        yaml_parser_delete(&p);
+    if (r >= 0 && !json_object_is_type(root, json_type_object))
+        r = fail(&c, NULL, "expected a mapping at the top");
+    if (r < 0) {
+        if (r != -ENOMEM && !c.error)
+            r = fail(&c, NULL, "invalid YAML");
+        if (ret_error && c.error)
+            *ret_error = TAKE_PTR(c.error);
+        free(c.error);
+        return r;
+    }
+    *ret = TAKE_PTR(root);
+    return 0;
 }
 
 /* ---- the files source ---- */

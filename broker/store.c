@@ -374,6 +374,9 @@ struct pod_meta *pod_meta_free(struct pod_meta *p)
     free(p->uid);
     free(p->node);
     kv_free_array(p->labels, p->n_labels);
+    for (size_t i = 0; i < p->n_ips; i++)
+        free(p->ips[i]);
+    free(p->ips);
     free(p->origin);
     free(p);
     return NULL;
@@ -753,6 +756,7 @@ static int table_sorted(const struct table *t, struct entry ***ret)
 DEFINE_FOREACH(store_foreach_identity, identities, struct identity)
 DEFINE_FOREACH(store_foreach_binding, bindings, struct binding)
 DEFINE_FOREACH(store_foreach_exception, exceptions, struct pod_exception)
+DEFINE_FOREACH(store_foreach_pod, pods, struct pod_meta)
 
 /* ---- JSON views ---- */
 
@@ -1157,6 +1161,66 @@ int store_decide(const struct store *s, const struct store_policy *p, const char
                                   : "");
 out:
     *ret = d;
+    return 0;
+}
+
+struct grant {
+    const struct identity *identity;
+    const struct binding *binding;
+};
+
+static int grant_cmp(const void *x, const void *y)
+{
+    const struct grant *a = x, *b = y;
+    int c = strcmp(a->identity->namespace, b->identity->namespace);
+    return c ? c : strcmp(a->identity->name, b->identity->name);
+}
+
+int store_foreach_grant(const struct store *s, const struct store_policy *p, const char *ns,
+                        const char *name,
+                        int (*cb)(const struct identity *i, const struct binding *b, void *ud),
+                        void *ud)
+{
+    if (!s || !p || !ns || !name || !cb)
+        return -EINVAL;
+    const struct pod_meta *pod = store_get_pod(s, ns, name);
+    if (!pod)
+        return 0;
+    const struct kv *label;
+    if (p->exceptions && find_exception(s, pod, &label))
+        return 0;
+    const char *value = pod_label(pod, STORE_POD_LABEL);
+    if (!value)
+        return 0;
+    const struct vec *v = p->namespaced ? mm_get(&s->bindings_by_ns_sel, ns, value)
+                                        : mm_get(&s->bindings_by_sel, "", value);
+    if (!v || v->n == 0)
+        return 0;
+    _cleanup_free_ struct grant *g = calloc(v->n, sizeof(*g));
+    if (!g)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        const struct binding *b = v->items[k];
+        const struct identity *i;
+        if (evaluate(s, p, pod, b, &i) != CAND_OK)
+            continue;
+        /* One entry per identity, with its best binding. */
+        size_t j = 0;
+        while (j < n && g[j].identity != i)
+            j++;
+        if (j == n) {
+            g[n++] = (struct grant){i, b};
+        } else if (better(b, i, g[j].binding, i))
+            g[j].binding = b;
+    }
+    if (n > 1)
+        qsort(g, n, sizeof(*g), grant_cmp);
+    for (size_t k = 0; k < n; k++) {
+        int r = cb(g[k].identity, g[k].binding, ud);
+        if (r < 0)
+            return r;
+    }
     return 0;
 }
 

@@ -68,6 +68,8 @@ struct pod_meta {
     char *node; /* spec.nodeName, may be NULL */
     struct kv *labels;
     size_t n_labels;
+    char **ips; /* status.podIPs[].ip (else status.podIP) as the source gave them; may be NULL */
+    size_t n_ips;
     char *origin;
 };
 
@@ -111,6 +113,7 @@ int store_foreach_binding(const struct store *s, int (*cb)(const struct binding 
                           void *ud);
 int store_foreach_exception(const struct store *s, int (*cb)(const struct pod_exception *, void *),
                             void *ud);
+int store_foreach_pod(const struct store *s, int (*cb)(const struct pod_meta *, void *), void *ud);
 
 /* JSON views (returns new) in the v1 CRD shape, lower-camel, for idbrokerctl. */
 struct json_object *identity_to_json(const struct identity *i);
@@ -152,6 +155,19 @@ struct decision {
 int store_decide(const struct store *s, const struct store_policy *p, const char *ns,
                  const char *name, enum selector_kind sel, const char *sel_value,
                  struct decision *ret);
+
+/*
+ * Calls cb once for every identity the policy grants to pod (ns, name), with the binding that
+ * grants it (the best one by the store_decide order when several bindings grant the same
+ * identity), in (identity namespace, identity name) order. Everything store_decide() would let the
+ * pod ask for with a selector: an excepted pod, a pod without metadata or without bindings gets no
+ * call. strict_selection does not matter here. cb returns < 0 to stop; that value is returned.
+ * Returns 0 otherwise, -EINVAL, -ENOMEM. cb must not change the store.
+ */
+int store_foreach_grant(const struct store *s, const struct store_policy *p, const char *ns,
+                        const char *name,
+                        int (*cb)(const struct identity *i, const struct binding *b, void *ud),
+                        void *ud);
 
 /* The full reasoning for `idbrokerctl explain`: returns new JSON {decision, reason,
  * candidates:[...]} listing every binding considered and why it did or did not apply. */

@@ -502,34 +502,6 @@ static void reply_api_version(struct http_response *resp, bool missing)
     reply_json_obj(resp, 400, o);
 }
 
-/* Length of s as a JSON string body (without quotes). */
-static size_t json_escaped_len(const char *s)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        n += (*p == '"' || *p == '\\') ? 2 : *p < 0x20 ? 6 : 1;
-    return n;
-}
-
-static char *json_escape_to(char *dst, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            *dst++ = '\\';
-            *dst++ = (char)*p;
-        } else if (*p < 0x20) {
-            memcpy(dst, "\\u00", 4);
-            dst[4] = hex[*p >> 4];
-            dst[5] = hex[*p & 0xf];
-            dst += 6;
-        } else {
-            *dst++ = (char)*p;
-        }
-    }
-    return dst;
-}
-
 /*
  * The success body, built by hand into one exactly-sized buffer: it carries the access token, and a
  * JSON library's growing buffers would leave unwiped copies behind. Every value is a JSON string,
@@ -554,8 +526,11 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
     snprintf(nums[2], sizeof(nums[2]), "%llu", (unsigned long long)ext);
     snprintf(nums[3], sizeof(nums[3]), "%llu", (unsigned long long)nbf);
 
-    const char *keys[] = {"access_token",   "client_id",  "expires_in", "expires_on",
-                          "ext_expires_in", "not_before", "resource",   "token_type"};
+    /* The keys need no escaping; each is written with its quotes and colon. */
+    static const char *const keys[] = {"{\"access_token\":\"",     "\",\"client_id\":\"",
+                                       "\",\"expires_in\":\"",     "\",\"expires_on\":\"",
+                                       "\",\"ext_expires_in\":\"", "\",\"not_before\":\"",
+                                       "\",\"resource\":\"",       "\",\"token_type\":\""};
     const char *vals[] = {t->access_token ? t->access_token : "",
                           client_id ? client_id : "",
                           nums[0],
@@ -564,26 +539,25 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
                           nums[3],
                           resource ? resource : "",
                           "Bearer"};
-    size_t total = 2; /* {} */
-    for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-        total += (i ? 1 : 0) + strlen(keys[i]) + 2 + 1 + json_escaped_len(vals[i]) + 2;
+    size_t len[ELEMENTSOF(vals)], esc[ELEMENTSOF(vals)];
+    size_t total = 2; /* "} */
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        esc[i] = json_escaped_len(vals[i], &len[i]);
+        total += strlen(keys[i]) + esc[i];
+    }
 
     char *body = malloc(total + 1);
     if (!body)
         return -ENOMEM;
     char *p = body;
-    *p++ = '{';
     for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-        if (i)
-            *p++ = ',';
-        *p++ = '"';
-        p = json_escape_to(p, keys[i]);
-        memcpy(p, "\":\"", 3);
-        p += 3;
-        p = json_escape_to(p, vals[i]);
-        *p++ = '"';
+        size_t kl = strlen(keys[i]);
+        memcpy(p, keys[i], kl);
+        p += kl;
+        p = json_escape_to(p, vals[i], len[i], esc[i]);
     }
-    *p++ = '}';
+    memcpy(p, "\"}", 2);
+    p += 2;
     *p = '\0';
     *ret = body;
     *ret_len = (size_t)(p - body);

@@ -72,8 +72,41 @@ static const char *guess_version(const char *text, size_t len, struct json_objec
     return json_get_str(*keep, "cniVersion");
 }
 
-int main(void)
+static const char usage[] =
+    "Usage: idbroker [--help] [--version]\n"
+    "\n"
+    "The idbroker chained CNI plugin: at ADD it redirects the pod's requests to "
+    "169.254.169.254:80\n"
+    "(IMDS) to idbrokerd on the node and registers the pod with the broker; DEL, CHECK, GC and "
+    "STATUS\n"
+    "undo, verify and clean up. A container runtime runs it, not a person: the command comes in\n"
+    "CNI_COMMAND (ADD, DEL, CHECK, GC, STATUS, VERSION), the pod in CNI_CONTAINERID, CNI_NETNS,\n"
+    "CNI_IFNAME and CNI_ARGS, and the network configuration (with prevResult) on stdin. It prints "
+    "a\n"
+    "CNI result or error object on stdout.\n"
+    "\n"
+    "Install it in the runtime's CNI bin directory (/opt/cni/bin) and add it after the primary\n"
+    "plugin in the conflist, e.g. {\"type\": \"idbroker\"}. CNI spec versions 0.3.0 to 1.1.0.\n"
+    "\n"
+    "Try by hand:  echo '{\"cniVersion\":\"1.1.0\"}' | CNI_COMMAND=VERSION idbroker\n"
+    "Docs: docs/cni.md (every key of the plugin's configuration), docs/troubleshooting.md\n";
+
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        if (streq(argv[1], "--help") || streq(argv[1], "-h")) {
+            fputs(usage, stdout);
+            return EXIT_SUCCESS;
+        }
+        if (streq(argv[1], "--version") || streq(argv[1], "-V")) {
+            printf("idbroker CNI plugin %s (CNI spec 0.3.0 to %s)\n", IDB_VERSION,
+                   CNI_VERSION_LATEST);
+            return EXIT_SUCCESS;
+        }
+        fprintf(stderr, "idbroker: unknown argument '%s'\n\n%s", argv[1], usage);
+        return 2;
+    }
+
     struct cni_env env = {
         .command = getenv("CNI_COMMAND"),
         .container_id = getenv("CNI_CONTAINERID"),
@@ -88,6 +121,10 @@ int main(void)
     if (!env.command || !*env.command) {
         cni_fail(&err, CNI_ERR_INVALID_ENV, -EINVAL, "missing environment variable",
                  "CNI_COMMAND is not set");
+        fputs("idbroker: this is a CNI plugin, run by a container runtime with CNI_COMMAND set and "
+              "the "
+              "network configuration on stdin; see 'idbroker --help'\n",
+              stderr);
         return print_error(&err, NULL);
     }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <ctype.h>
 #include <errno.h>
+#include <string.h>
 
 #include <idbroker-internal/json-util.h>
 
@@ -93,4 +94,58 @@ int json_add_int(struct json_object *o, const char *key, int64_t val)
         return -ENOMEM;
     }
     return 0;
+}
+
+#define BYTES_01 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether any byte of the 8 in x is < 0x20, '"' or '\\' (the classic "has a zero byte" test:
+ * exact as a yes/no answer). */
+static bool word_needs_escape(uint64_t x)
+{
+    uint64_t q = x ^ ('"' * BYTES_01), b = x ^ ('\\' * BYTES_01);
+    return (((x - 0x20 * BYTES_01) & ~x) | ((q - BYTES_01) & ~q) | ((b - BYTES_01) & ~b)) &
+           BYTES_80;
+}
+
+/* Length of s as a JSON string body (without quotes), and its plain length in *ret_len. Words of
+ * 8 bytes with nothing to escape (all of a JWT) are skipped at once. */
+size_t json_escaped_len(const char *s, size_t *ret_len)
+{
+    size_t n = strlen(s), i = 0, extra = 0;
+    for (uint64_t x; i + 8 <= n; i += 8) {
+        memcpy(&x, s + i, 8);
+        if (word_needs_escape(x))
+            break;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        extra += (c == '"' || c == '\\') ? 1 : c < 0x20 ? 5 : 0;
+    }
+    *ret_len = n;
+    return n + extra;
+}
+
+/* Writes s (len bytes) escaped; a value with nothing to escape (every JWT) is one memcpy. */
+char *json_escape_to(char *dst, const char *s, size_t len, size_t escaped_len)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (escaped_len == len) {
+        memcpy(dst, s, len);
+        return dst + len;
+    }
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            *dst++ = '\\';
+            *dst++ = (char)*p;
+        } else if (*p < 0x20) {
+            memcpy(dst, "\\u00", 4);
+            dst[4] = hex[*p >> 4];
+            dst[5] = hex[*p & 0xf];
+            dst += 6;
+        } else {
+            *dst++ = (char)*p;
+        }
+    }
+    return dst;
 }

@@ -159,3 +159,65 @@ int log_full(int level, int error, struct json_object *fields, const char *fmt, 
     va_end(ap);
     return r;
 }
+
+/* Appends "key":"value" (JSON) or " key=value" (text) at *p if it fits before end. */
+static void put_field(char **p, char *end, bool json, const char *key, const char *value, bool raw)
+{
+    size_t klen, vlen;
+    size_t kesc = json_escaped_len(key, &klen), vesc = json_escaped_len(value, &vlen);
+    size_t need = json ? kesc + vesc + 6 : klen + vlen + 2;
+    if ((size_t)(end - *p) < need + 1)
+        return;
+    char *q = *p;
+    if (json) {
+        *q++ = ',';
+        *q++ = '"';
+        q = json_escape_to(q, key, klen, kesc);
+        *q++ = '"';
+        *q++ = ':';
+        if (!raw)
+            *q++ = '"';
+        q = json_escape_to(q, value, vlen, vesc);
+        if (!raw)
+            *q++ = '"';
+    } else {
+        *q++ = ' ';
+        memcpy(q, key, klen);
+        q += klen;
+        *q++ = '=';
+        memcpy(q, value, vlen);
+        q += vlen;
+    }
+    *p = q;
+}
+
+int log_fields(int level, const struct log_field *fields, size_t n, const char *fmt, ...)
+{
+    if (level > atomic_load(&log_max_level))
+        return 0;
+    char msg[LOG_MAX_RECORD / 4], ts[40], line[LOG_MAX_RECORD];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    format_time(ts, sizeof(ts));
+    bool json = atomic_load(&log_format_cur) == LOG_FORMAT_JSON;
+    char *p = line, *end = line + sizeof(line) - 2; /* room for '}' and '\n' */
+    if (json) {
+        p += snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+                      log_level_to_string(level));
+        size_t mlen, mesc = json_escaped_len(msg, &mlen);
+        if ((size_t)(end - p) > mesc + 1)
+            p = json_escape_to(p, msg, mlen, mesc);
+        *p++ = '"';
+    } else
+        p += snprintf(line, sizeof(line), "%s %s %s", ts, log_level_to_string(level), msg);
+    for (size_t i = 0; i < n; i++)
+        if (fields[i].key && fields[i].value)
+            put_field(&p, end, json, fields[i].key, fields[i].value, fields[i].raw);
+    if (json)
+        *p++ = '}';
+    *p++ = '\n';
+    write_all(atomic_load(&log_fd), line, (size_t)(p - line));
+    return 0;
+}

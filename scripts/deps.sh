@@ -9,6 +9,8 @@ pkgs=(
   python3 python3-jwt python3-cryptography
   containernetworking-plugins nftables iproute2 conntrack curl procps
   golang-go golang-github-appc-cni-dev dpkg-dev
+  python3-azure azure-cli prometheus openssl
+  python3-kubernetes python3-yaml jq
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -31,4 +31,11 @@ bool json_get_bool(struct json_object *o, const char *key, bool def);
 int json_add_str(struct json_object *o, const char *key, const char *val);
 int json_add_int(struct json_object *o, const char *key, int64_t val);
 
+/* Length of s as the body of a JSON string (without quotes); its plain length in *ret_len. Runs of
+ * 8 bytes with nothing to escape (all of a JWT) are skipped at once. */
+size_t json_escaped_len(const char *s, size_t *ret_len);
+/* Writes s (len bytes, escaped_len from json_escaped_len) escaped into dst, which has room for
+ * escaped_len bytes; returns the end. A value with nothing to escape is one memcpy. */
+char *json_escape_to(char *dst, const char *s, size_t len, size_t escaped_len);
+
 #endif

@@ -51,7 +51,9 @@ try:
     res = "answered %d %s" % (c.getresponse().status, "imds" if b"standin-imds" in first else "?")
 except Exception as e:
     res = "failed " + type(e).__name__
-open(out, "w").write(res)
+# Written then renamed: the test polls for the file and must never read it half-written.
+open(out + ".tmp", "w").write(res)
+os.rename(out + ".tmp", out)
 """
 
 

@@ -293,6 +293,25 @@ static void test_response_headers(void **state)
     reply_done(&r);
 }
 
+/* Keep-alive: two requests on one connection get two replies, and the connection stays open after
+ * the first (the second asks to close it, so the read ends). */
+static void test_keep_alive(void **state)
+{
+    (void)state;
+    reply_with(200, "{\"k\":\"v\"}");
+    struct reply r;
+    get("GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /two HTTP/1.1\r\nHost: h\r\nConnection: "
+        "close\r\n\r\n",
+        &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(handler_calls(), 2);
+    assert_string_equal(H.raw_uri, "/two");
+    const char *second = strstr(r.body, "HTTP/1.1 200 ");
+    assert_non_null(second);
+    assert_null(strstr(r.raw, "Connection: close\r\n\r\n{\"k\":\"v\"}HTTP"));
+    reply_done(&r);
+}
+
 static void test_uri_cap(void **state)
 {
     (void)state;
@@ -559,6 +578,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raw_target_and_request),
         cmocka_unit_test(test_response_headers),
+        cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_uri_cap),
         cmocka_unit_test(test_header_caps),
         cmocka_unit_test(test_body_refused),

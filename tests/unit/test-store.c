@@ -793,6 +793,113 @@ static void test_scale(void **state)
     store_free(s);
 }
 
+/* ---- store_foreach_grant: every identity a pod may use (AzureAssignedIdentity writer) ---- */
+
+struct grants {
+    char seen[8][128];
+    size_t n;
+    int stop_after;
+};
+
+static int collect_grant(const struct identity *i, const struct binding *b, void *ud)
+{
+    struct grants *g = ud;
+    assert_true(g->n < 8);
+    snprintf(g->seen[g->n++], sizeof(g->seen[0]), "%s/%s<-%s", i->namespace, i->name, b->name);
+    if (g->stop_after && (int)g->n == g->stop_after)
+        return -42;
+    return 0;
+}
+
+static void test_foreach_grant(void **state)
+{
+    (void)state;
+    struct store *s = store_new();
+    put_i(s, mk_identity("ns1", "id-b", "c1", "r1", NULL));
+    put_i(s, mk_identity("ns1", "id-a", "c2", "r2", NULL));
+    put_i(s, mk_identity("ns2", "id-c", "c3", "r3", NULL));
+    put_b(s, mk_binding("ns1", "bind-b", "id-b", "sel", 0));
+    put_b(s, mk_binding("ns1", "bind-a1", "id-a", "sel", 1));
+    put_b(s, mk_binding("ns1", "bind-a2", "id-a", "sel", 5));   /* same identity, better weight */
+    put_b(s, mk_binding("ns1", "bind-x", "missing", "sel", 9)); /* names no identity */
+    put_b(s, mk_binding("ns2", "bind-c", "id-c", "sel", 0));    /* other namespace */
+    put_p(s, mk_pod("ns1", "pod", "aadpodidbinding", "sel", NULL));
+    put_p(s, mk_pod("ns1", "nolabel", NULL));
+
+    struct grants g = {0};
+    assert_int_equal(store_foreach_grant(s, &NS, "ns1", "pod", collect_grant, &g), 0);
+    assert_int_equal(g.n, 2);
+    assert_string_equal(g.seen[0], "ns1/id-a<-bind-a2");
+    assert_string_equal(g.seen[1], "ns1/id-b<-bind-b");
+
+    /* strict selection does not hide grants */
+    g = (struct grants){0};
+    assert_int_equal(store_foreach_grant(s, &NS_STRICT, "ns1", "pod", collect_grant, &g), 0);
+    assert_int_equal(g.n, 2);
+
+    /* cluster-wide: the binding in ns2 grants too (pod in ns1) */
+    g = (struct grants){0};
+    assert_int_equal(store_foreach_grant(s, &CLUSTER, "ns1", "pod", collect_grant, &g), 0);
+    assert_int_equal(g.n, 3);
+    assert_string_equal(g.seen[2], "ns2/id-c<-bind-c");
+
+    /* stop early: the callback's value comes back */
+    g = (struct grants){.stop_after = 1};
+    assert_int_equal(store_foreach_grant(s, &NS, "ns1", "pod", collect_grant, &g), -42);
+    assert_int_equal(g.n, 1);
+
+    /* no label, unknown pod: no call */
+    g = (struct grants){0};
+    assert_int_equal(store_foreach_grant(s, &NS, "ns1", "nolabel", collect_grant, &g), 0);
+    assert_int_equal(store_foreach_grant(s, &NS, "ns1", "ghost", collect_grant, &g), 0);
+    assert_int_equal(g.n, 0);
+
+    /* excepted pod: no grant when exceptions are honoured */
+    struct pod_exception *e = mk_exception("ns1", "exc", "aadpodidbinding", "sel", NULL);
+    assert_int_equal(store_put_exception(s, e), 0);
+    assert_int_equal(store_foreach_grant(s, &NS_EXC, "ns1", "pod", collect_grant, &g), 0);
+    assert_int_equal(g.n, 0);
+
+    /* binding deleted: that grant ends */
+    assert_int_equal(store_remove_binding(s, "ns1", "bind-b"), 1);
+    assert_int_equal(store_foreach_grant(s, &NS, "ns1", "pod", collect_grant, &g), 0);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.seen[0], "ns1/id-a<-bind-a2");
+
+    assert_int_equal(store_foreach_grant(NULL, &NS, "ns1", "pod", collect_grant, &g), -EINVAL);
+    store_free(s);
+}
+
+static int count_pod(const struct pod_meta *p, void *ud)
+{
+    char *last = ud;
+    char key[256];
+    snprintf(key, sizeof(key), "%s/%s", p->namespace, p->name);
+    assert_true(strcmp(last, key) < 0);
+    snprintf(last, 256, "%s", key);
+    return 0;
+}
+
+static void test_foreach_pod_and_ips(void **state)
+{
+    (void)state;
+    struct store *s = store_new();
+    put_p(s, mk_pod("b", "p2", NULL));
+    put_p(s, mk_pod("a", "p9", NULL));
+    struct pod_meta *p = mk_pod("a", "p1", NULL);
+    p->ips = calloc(2, sizeof(char *));
+    assert_non_null(p->ips);
+    p->ips[0] = xstrdup("10.0.0.1");
+    p->ips[1] = xstrdup("fd00::1");
+    p->n_ips = 2;
+    put_p(s, p);
+    char last[256] = "";
+    assert_int_equal(store_foreach_pod(s, count_pod, last), 0);
+    assert_string_equal(last, "b/p2");
+    assert_int_equal(store_get_pod(s, "a", "p1")->n_ips, 2);
+    store_free(s); /* frees the IPs (ASan checks) */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,6 +919,8 @@ int main(void)
         cmocka_unit_test(test_json_views),
         cmocka_unit_test(test_explain),
         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_foreach_grant),
+        cmocka_unit_test(test_foreach_pod_and_ips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1227,13 +1227,52 @@ static void test_lifetime(void **state)
     assert_null(token_endpoint_new(NULL, &o));
 }
 
+/* The hand-built success body is valid JSON with every value a string, whatever bytes the values
+ * hold: each escape class at every offset of the 8-byte word scan, and a long JWT-like token. */
+static void test_render_escapes(void **state)
+{
+    (void)state;
+    static const char *const specials[] = {"\"", "\\", "\x01", "\x1f", "/", "\xc3\xa9", " "};
+    char tokbuf[2000];
+    for (size_t i = 0; i < sizeof(tokbuf) - 1; i++)
+        tokbuf[i] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."[i % 65];
+    tokbuf[sizeof(tokbuf) - 1] = '\0';
+    for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++)
+        for (size_t off = 0; off < 19; off++) {
+            char res[64];
+            snprintf(res, sizeof(res), "%.*s%s%s", (int)off, "https://vault.azure.net/abcdefgh",
+                     specials[k], "tail");
+            struct tc_token t = {.access_token = off % 2 ? tokbuf : res,
+                                 .expires_on = 2000,
+                                 .not_before = 900,
+                                 .issued_at = 1000};
+            char *body = NULL;
+            size_t len = 0;
+            assert_int_equal(token_endpoint_render_token(&t, res, res, 1000, &body, &len), 0);
+            assert_int_equal(len, strlen(body));
+            struct json_object *o = json_tokener_parse(body);
+            assert_non_null(o);
+            assert_string_equal(json_object_get_string(json_object_object_get(o, "resource")), res);
+            assert_string_equal(json_object_get_string(json_object_object_get(o, "client_id")),
+                                res);
+            assert_string_equal(json_object_get_string(json_object_object_get(o, "access_token")),
+                                t.access_token);
+            assert_string_equal(json_object_get_string(json_object_object_get(o, "expires_in")),
+                                "1000");
+            assert_string_equal(json_object_get_string(json_object_object_get(o, "token_type")),
+                                "Bearer");
+            assert_int_equal(json_object_object_length(o), 8);
+            json_object_put(o);
+            free(body);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest parse[] = {
-        cmocka_unit_test(test_parse_table),
-        cmocka_unit_test(test_parse_caps),
-        cmocka_unit_test(test_api_versions),
-        cmocka_unit_test(test_lifetime),
+        cmocka_unit_test(test_parse_table),    cmocka_unit_test(test_parse_caps),
+        cmocka_unit_test(test_api_versions),   cmocka_unit_test(test_lifetime),
+        cmocka_unit_test(test_render_escapes),
     };
     const struct CMUnitTest served[] = {
         cmocka_unit_test(test_success),         cmocka_unit_test(test_success_edges),
