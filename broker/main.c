@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,8 +73,13 @@ static int via_from_host(void *ud, const char *provider, const struct idb_token_
 static int load_providers_isolated(struct broker *b)
 {
     const struct broker_conf *c = b->conf;
+    /* Where this very program is: /proc/self/exe, or (no /proc, e.g. in a chroot) the path it
+     * was started by, as the kernel recorded it (relative to the working directory, unchanged). */
+    const char *exe = "/proc/self/exe";
+    if (access(exe, X_OK) < 0 && getauxval(AT_EXECFN))
+        exe = (const char *)getauxval(AT_EXECFN);
     struct provider_client_options o = {
-        .exe = "/proc/self/exe",
+        .exe = exe,
         .plugin_dir = c->plugin_dir,
         .log_level = c->log_level,
         .log_format = c->log_format,

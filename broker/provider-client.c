@@ -42,6 +42,7 @@
 #include "provider-proto.h"
 
 #define HOST_CHANNEL_FD 3
+#define EXE_FD_MIN 10
 #define RESTART_MIN_MS 100u
 #define RESTART_MAX_MS 10000u
 #define STABLE_MS 10000u      /* a host that lived this long resets the backoff */
@@ -71,6 +72,9 @@ struct loaded {
 struct provider_client {
     struct provider_client_options o;
     char *exe, *plugin_dir;
+    int exe_fd; /* O_PATH of the program, opened once: a new host runs the same file even after an
+                 * upgrade replaced it; -1 if it could not be opened (then exe is executed by path)
+                 */
 
     pthread_mutex_t lock;
     pthread_cond_t cond; /* stop requested, via_running dropped */
@@ -165,6 +169,13 @@ struct provider_client *provider_client_new(const struct provider_client_options
     }
     pc->o.exe = pc->exe;
     pc->o.plugin_dir = pc->plugin_dir;
+    /* Above the channel's fd 3, and out of the way of the low numbers the child rearranges. */
+    pc->exe_fd = -1;
+    int fd = open(pc->exe, O_PATH | O_CLOEXEC);
+    if (fd >= 0) {
+        pc->exe_fd = fcntl(fd, F_DUPFD_CLOEXEC, EXE_FD_MIN);
+        close(fd);
+    }
     if (!pc->o.restart_min_ms)
         pc->o.restart_min_ms = RESTART_MIN_MS;
     if (!pc->o.restart_max_ms)
@@ -199,8 +210,13 @@ static int host_spawn(struct provider_client *pc, int *ret_fd, pid_t *ret_pid)
                 _exit(127);
         } else if (dup2(sv[1], HOST_CHANNEL_FD) < 0)
             _exit(127);
-        /* Listening sockets and state files stay with the broker. */
-        close_range(HOST_CHANNEL_FD + 1, ~0u, 0);
+        /* Listening sockets and state files stay with the broker (exe_fd is O_CLOEXEC). */
+        if (pc->exe_fd > HOST_CHANNEL_FD) {
+            close_range(HOST_CHANNEL_FD + 1, (unsigned)pc->exe_fd - 1, 0);
+            close_range((unsigned)pc->exe_fd + 1, ~0u, 0);
+            execveat(pc->exe_fd, "", argv, environ, AT_EMPTY_PATH);
+        } else
+            close_range(HOST_CHANNEL_FD + 1, ~0u, 0);
         execv(pc->exe, argv);
         _exit(127);
     }
@@ -373,6 +389,13 @@ static int host_start(struct provider_client *pc, char **ret_error)
     if (r >= 0) {
         r = provider_proto_write(fd, f, len);
         frame_free(f, len);
+    }
+    if (r >= 0) {
+        /* The answer proves the program started and speaks this protocol. */
+        struct pp_msg m;
+        r = read_answer(fd, PP_INIT_OK, 0, &f, &len, &m);
+        if (r >= 0)
+            frame_free(f, len);
     }
     for (size_t i = 0; r >= 0 && i < pc->n_plugins; i++) {
         _cleanup_free_ char *err = NULL;
@@ -949,6 +972,8 @@ struct provider_client *provider_client_free(struct provider_client *pc)
     pthread_cond_destroy(&pc->cond);
     pthread_mutex_destroy(&pc->lock);
     pthread_mutex_destroy(&pc->write_lock);
+    if (pc->exe_fd >= 0)
+        close(pc->exe_fd);
     free(pc->exe);
     free(pc->plugin_dir);
     free(pc);

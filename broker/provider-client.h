@@ -34,7 +34,8 @@ typedef int (*provider_via_fn)(void *ud, const char *provider, const struct idb_
                                struct idb_token *ret);
 
 struct provider_client_options {
-    const char *exe;        /* the program run as host with "--provider-host 3" (copied) */
+    const char *exe; /* the program run as host with "--provider-host 3" (copied); opened (O_PATH)
+                      * at once, so later hosts run this very file even if it is replaced */
     const char *plugin_dir; /* copied */
     int log_level;          /* the host's log: syslog level and enum log_format */
     int log_format;

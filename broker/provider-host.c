@@ -351,6 +351,16 @@ int provider_host_main(int fd)
         log_error("provider host: out of memory at start");
         return 1;
     }
+    uint8_t *ok = NULL;
+    size_t ok_len = 0;
+    r = provider_proto_encode_init_ok(&ok, &ok_len);
+    if (r >= 0)
+        r = send_frame(ok, ok_len);
+    free(ok);
+    if (r < 0) {
+        log_error("provider host: cannot answer the broker: %s", idb_strerror(r));
+        return 1;
+    }
     log_debug("provider host started (pid %d)", (int)getpid());
 
     int status = 0;

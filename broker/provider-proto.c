@@ -58,6 +58,7 @@ static const struct {
     [PP_VIA_RESULT] = {RESULT_TAGS, BIT(PP_T_CODE)},
     [PP_SET_LOG] = {BIT(PP_T_LOG_LEVEL) | BIT(PP_T_LOG_FORMAT),
                     BIT(PP_T_LOG_LEVEL) | BIT(PP_T_LOG_FORMAT)},
+    [PP_INIT_OK] = {0, 0},
 };
 
 static uint32_t get_u32(const uint8_t *p)
@@ -255,6 +256,17 @@ int provider_proto_encode_init(uint64_t id, int log_level, int log_format, const
         return -EINVAL;
     struct init_args a = {log_level, log_format, plugin_dir, timeout_ms, max_calls};
     return encode(PP_INIT, id, fill_init, &a, ret_frame, ret_len);
+}
+
+static void fill_nothing(struct writer *w, const void *ud)
+{
+    (void)w;
+    (void)ud;
+}
+
+int provider_proto_encode_init_ok(uint8_t **ret_frame, size_t *ret_len)
+{
+    return encode(PP_INIT_OK, 0, fill_nothing, NULL, ret_frame, ret_len);
 }
 
 static void fill_set_log(struct writer *w, const void *ud)

@@ -43,6 +43,7 @@ enum pp_type {
     PP_VIA = 6,        /* host -> broker: a plugin's host->issue_via() */
     PP_VIA_RESULT = 7, /* broker -> host: the answer to PP_VIA */
     PP_SET_LOG = 8,    /* broker -> host: new log level and format (reload) */
+    PP_INIT_OK = 9,    /* host -> broker: the answer to PP_INIT; no fields */
     _PP_TYPE_MAX,
 };
 
@@ -118,6 +119,7 @@ bool provider_proto_has(const struct pp_msg *m, enum pp_tag tag);
 int provider_proto_encode_init(uint64_t id, int log_level, int log_format, const char *plugin_dir,
                                uint32_t timeout_ms, uint32_t max_calls, uint8_t **ret_frame,
                                size_t *ret_len);
+int provider_proto_encode_init_ok(uint8_t **ret_frame, size_t *ret_len);
 int provider_proto_encode_set_log(int log_level, int log_format, uint8_t **ret_frame,
                                   size_t *ret_len);
 int provider_proto_encode_load(uint64_t id, const char *name, const char *conf, uint8_t **ret_frame,

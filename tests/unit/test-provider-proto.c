@@ -254,6 +254,13 @@ static void test_control_round_trip(void **state)
     assert_int_equal(provider_proto_encode_init(0, 8, 1, "/p", 1, 1, &f, &len), -EINVAL);
     assert_int_equal(provider_proto_encode_init(0, 6, 1, "/p", 1, 0, &f, &len), -EINVAL);
 
+    assert_int_equal(provider_proto_encode_init_ok(&f, &len), 0);
+    assert_int_equal(len, PP_HEADER_BYTES);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_int_equal(m.type, PP_INIT_OK);
+    assert_int_equal(m.present, 0);
+    free(f);
+
     assert_int_equal(provider_proto_encode_set_log(3, 0, &f, &len), 0);
     assert_int_equal(provider_proto_decode(f, len, &m), 0);
     assert_int_equal(m.type, PP_SET_LOG);
