@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,6 +34,11 @@
 #define HTTP_RESP_V1_0_SIZE (offsetof(struct idb_http_resp, www_authenticate) + sizeof(char *))
 #define TOKEN_REQ_V1_0_SIZE (offsetof(struct idb_token_req, deadline_ms) + sizeof(uint64_t))
 #define TOKEN_V1_0_SIZE (offsetof(struct idb_token, reserved0) + sizeof(uint32_t))
+
+/* The rate window of an upstream limiter is a second plus this guard, so that jitter in connection
+ * set-up cannot make an upstream that counts arrivals see one request more than its limit. */
+#define UPSTREAM_RATE_WINDOW_MS 1050u
+#define UPSTREAM_MAX 16
 
 static host_issue_via_fn issue_via_fn;
 
@@ -212,7 +218,7 @@ static int setup_handle(CURL *c, const struct idb_http_req *req, struct curl_sli
     uint32_t timeout = req->timeout_ms ? req->timeout_ms : HOST_HTTP_DEFAULT_TIMEOUT_MS;
     if (timeout > HOST_HTTP_MAX_TIMEOUT_MS)
         timeout = HOST_HTTP_MAX_TIMEOUT_MS;
-    bool post = streq(req->method, "POST");
+    bool post = streq(req->method, "POST"), patch = streq(req->method, "PATCH");
     CURLcode e = CURLE_OK;
 
 #define SET(opt, val)                                                                              \
@@ -245,10 +251,12 @@ static int setup_handle(CURL *c, const struct idb_http_req *req, struct curl_sli
     SET(CURLOPT_HEADERDATA, h);
     if (hdrs)
         SET(CURLOPT_HTTPHEADER, hdrs);
-    if (post) {
+    if (post || patch) {
         SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
         SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        if (patch)
+            SET(CURLOPT_CUSTOMREQUEST, "PATCH");
     } else {
         SET(CURLOPT_HTTPGET, 1L);
     }
@@ -262,7 +270,7 @@ static int host_http(const struct idb_http_req *req, struct idb_http_resp *ret)
 {
     if (!req || !ret || req->size < HTTP_REQ_V1_0_SIZE || !req->method || !req->url)
         return -EINVAL;
-    if (!streq(req->method, "GET") && !streq(req->method, "POST"))
+    if (!streq(req->method, "GET") && !streq(req->method, "POST") && !streq(req->method, "PATCH"))
         return -EINVAL;
     if (streq(req->method, "GET") && req->body)
         return -EINVAL;
@@ -354,6 +362,239 @@ static int host_issue_via(const char *provider, const struct idb_token_req *req,
     return r;
 }
 
+/* ---- upstream limiters (ABI 1.1) ---- */
+
+/*
+ * Node-wide admission to one upstream. An exchange may start only while
+ *   in_flight + (exchanges that ended less than UPSTREAM_RATE_WINDOW_MS ago) < per_second
+ * and in_flight < max_concurrent. `starts` is a ring of the CLOCK_MONOTONIC ms at which the last
+ * per_second exchanges *ended* (the name is historical). Counting by end, with the ones still
+ * running, is what makes the limit hold at the upstream: a request reaches it somewhere between its
+ * start and its end, so counting by start alone let network jitter put per_second + 1 arrivals into
+ * one second (seen under ASan). Every arrival in a second [t, t+1) belongs to an exchange that,
+ * when the last of them started, was either running or had ended within the window.
+ */
+struct upstream {
+    char name[IDB_UPSTREAM_NAME_MAX + 1];
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC; broadcast on release and on new limits */
+    uint32_t max_concurrent, per_second;
+    uint32_t in_flight;
+    uint64_t *starts; /* per_second entries */
+    uint32_t n_starts, next;
+};
+
+/* The table only grows while the host API is up; entries are freed by host_api_done(), when no
+ * plugin and no request handler runs any more. */
+static pthread_mutex_t upstreams_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct upstream *upstreams[UPSTREAM_MAX];
+
+static struct upstream *upstream_free(struct upstream *u)
+{
+    if (!u)
+        return NULL;
+    pthread_cond_destroy(&u->cond);
+    pthread_mutex_destroy(&u->lock);
+    free(u->starts);
+    free(u);
+    return NULL;
+}
+
+static struct upstream *upstream_new(const char *name)
+{
+    _cleanup_free_ struct upstream *u = calloc(1, sizeof(*u));
+    if (!u)
+        return NULL;
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return NULL;
+    int r = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (r == 0)
+        r = pthread_cond_init(&u->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (r != 0)
+        return NULL;
+    pthread_mutex_init(&u->lock, NULL);
+    return TAKE_PTR(u);
+}
+
+static bool upstream_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > IDB_UPSTREAM_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+              name[i] == '-'))
+            return false;
+    return true;
+}
+
+/* Under upstreams_lock. */
+static struct upstream *upstream_find_locked(const char *name)
+{
+    for (size_t i = 0; i < UPSTREAM_MAX && upstreams[i]; i++)
+        if (streq(upstreams[i]->name, name))
+            return upstreams[i];
+    return NULL;
+}
+
+static struct upstream *upstream_find(const char *name)
+{
+    if (!upstream_name_ok(name))
+        return NULL;
+    pthread_mutex_lock(&upstreams_lock);
+    struct upstream *u = upstream_find_locked(name);
+    pthread_mutex_unlock(&upstreams_lock);
+    return u;
+}
+
+/* Sets new limits under u->lock. The newest starts are kept, so new limits never allow a burst
+ * that the old ones had just used up. */
+static int upstream_set_locked(struct upstream *u, uint32_t max_concurrent, uint32_t per_second)
+{
+    uint64_t *starts = calloc(per_second, sizeof(*starts));
+    if (!starts)
+        return -ENOMEM;
+    uint32_t keep = u->n_starts < per_second ? u->n_starts : per_second;
+    for (uint32_t i = 0; i < keep; i++) {
+        /* the i-th newest of the old ring goes to position keep-1-i of the new one */
+        uint32_t old = (u->next + u->per_second - 1 - i) % u->per_second;
+        starts[keep - 1 - i] = u->starts[old];
+    }
+    free(u->starts);
+    u->starts = starts;
+    u->per_second = per_second;
+    u->n_starts = keep;
+    u->next = keep % per_second;
+    u->max_concurrent = max_concurrent;
+    pthread_cond_broadcast(&u->cond);
+    return 0;
+}
+
+static int host_upstream_limits(const char *name, uint32_t max_concurrent, uint32_t max_per_second)
+{
+    if (!upstream_name_ok(name) || max_concurrent < 1 || max_concurrent > IDB_UPSTREAM_LIMIT_MAX ||
+        max_per_second < 1 || max_per_second > IDB_UPSTREAM_LIMIT_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&upstreams_lock);
+    struct upstream *u = upstream_find_locked(name);
+    int r = 0;
+    if (!u) {
+        size_t i = 0;
+        while (i < UPSTREAM_MAX && upstreams[i])
+            i++;
+        if (i == UPSTREAM_MAX) {
+            r = -ENOSPC;
+            goto out;
+        }
+        u = upstream_new(name);
+        if (!u) {
+            r = -ENOMEM;
+            goto out;
+        }
+        r = upstream_set_locked(u, max_concurrent, max_per_second);
+        if (r < 0) {
+            upstream_free(u);
+            goto out;
+        }
+        upstreams[i] = u;
+        goto out;
+    }
+    pthread_mutex_lock(&u->lock);
+    r = upstream_set_locked(u, max_concurrent, max_per_second);
+    pthread_mutex_unlock(&u->lock);
+out:
+    pthread_mutex_unlock(&upstreams_lock);
+    return r;
+}
+
+static struct timespec mono_timespec(uint64_t ms)
+{
+    return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+}
+
+/* How many ring entries ended within the window before `now`, and when the oldest of those leaves
+ * it (0 if none). Under u->lock. */
+static uint32_t recent_ends_locked(const struct upstream *u, uint64_t now, uint64_t *ret_free_at)
+{
+    uint32_t n = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (uint32_t i = 0; i < u->n_starts; i++)
+        if (u->starts[i] + UPSTREAM_RATE_WINDOW_MS > now) {
+            n++;
+            if (u->starts[i] < oldest)
+                oldest = u->starts[i];
+        }
+    *ret_free_at = oldest == UINT64_MAX ? 0 : oldest + UPSTREAM_RATE_WINDOW_MS;
+    return n;
+}
+
+static int host_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms)
+{
+    if (!upstream_name_ok(name))
+        return -EINVAL;
+    struct upstream *u = upstream_find(name);
+    if (!u)
+        return -ENOENT;
+    pthread_mutex_lock(&u->lock);
+    for (;;) {
+        uint64_t now = now_monotonic_ms(), free_at;
+        uint32_t recent = recent_ends_locked(u, now, &free_at);
+        bool conc_ok = u->in_flight < u->max_concurrent;
+        bool rate_ok = u->in_flight + recent < u->per_second;
+        if (conc_ok && rate_ok) {
+            u->in_flight++;
+            pthread_mutex_unlock(&u->lock);
+            return 0;
+        }
+        if (now >= deadline_ms) {
+            if (hint_ms)
+                *hint_ms = !rate_ok && free_at > now ? (uint32_t)(free_at - now) : 1000;
+            pthread_mutex_unlock(&u->lock);
+            return -EAGAIN;
+        }
+        /* Wake at the deadline, when the window moves, or on a release (it broadcasts). */
+        uint64_t wake = deadline_ms;
+        if (free_at && free_at < wake)
+            wake = free_at;
+        struct timespec ts = mono_timespec(wake);
+        pthread_cond_timedwait(&u->cond, &u->lock, &ts);
+    }
+}
+
+static void host_upstream_release(const char *name)
+{
+    struct upstream *u = upstream_find(name);
+    if (!u)
+        return;
+    pthread_mutex_lock(&u->lock);
+    if (u->in_flight > 0)
+        u->in_flight--;
+    u->starts[u->next] = now_monotonic_ms();
+    u->next = (u->next + 1) % u->per_second;
+    if (u->n_starts < u->per_second)
+        u->n_starts++;
+    pthread_cond_broadcast(&u->cond);
+    pthread_mutex_unlock(&u->lock);
+}
+
+int host_api_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms)
+{
+    return host_upstream_acquire(name, deadline_ms, hint_ms);
+}
+
+void host_api_upstream_release(const char *name)
+{
+    host_upstream_release(name);
+}
+
+int host_api_upstream_limits(const char *name, uint32_t max_concurrent, uint32_t max_per_second)
+{
+    return host_upstream_limits(name, max_concurrent, max_per_second);
+}
+
 static const struct idb_host_api host_api = {
     .size = sizeof(struct idb_host_api),
     .abi_minor = IDB_PLUGIN_ABI_MINOR,
@@ -365,6 +606,9 @@ static const struct idb_host_api host_api = {
     .now_monotonic_ms = now_monotonic_ms,
     .http = host_http,
     .issue_via = host_issue_via,
+    .upstream_limits = host_upstream_limits,
+    .upstream_acquire = host_upstream_acquire,
+    .upstream_release = host_upstream_release,
 };
 
 const struct idb_host_api *host_api_get(void)
@@ -377,11 +621,26 @@ int host_api_init(host_issue_via_fn issue_via)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return -EIO;
     issue_via_fn = issue_via;
+    /* IMDS' documented per-VM limits until a provider (azure-msi) configures its own. */
+    pthread_mutex_lock(&upstreams_lock);
+    bool known = upstream_find_locked(IDB_UPSTREAM_IMDS) != NULL;
+    pthread_mutex_unlock(&upstreams_lock);
+    int r = known ? 0
+                  : host_upstream_limits(IDB_UPSTREAM_IMDS, IDB_UPSTREAM_IMDS_MAX_CONCURRENT,
+                                         IDB_UPSTREAM_IMDS_MAX_PER_SECOND);
+    if (r < 0) {
+        curl_global_cleanup();
+        return r;
+    }
     return 0;
 }
 
 void host_api_done(void)
 {
     issue_via_fn = NULL;
+    pthread_mutex_lock(&upstreams_lock);
+    for (size_t i = 0; i < UPSTREAM_MAX; i++)
+        upstreams[i] = upstream_free(upstreams[i]);
+    pthread_mutex_unlock(&upstreams_lock);
     curl_global_cleanup();
 }

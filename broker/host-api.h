@@ -2,7 +2,8 @@
 /*
  * The services the broker hands to provider plugins (struct idb_host_api, STYLE R13): logging with
  * a [provider:<name>] prefix, allocation, clocks, HTTP through libcurl (no proxy, TLS verified,
- * bounded reply size), and issue_via (another provider's token through the broker's cache).
+ * bounded reply size), issue_via (another provider's token through the broker's cache) and the
+ * node-wide upstream limiters (ABI 1.1).
  */
 #ifndef IDB_BROKER_HOST_API_H
 #define IDB_BROKER_HOST_API_H
@@ -18,6 +19,17 @@ typedef int (*host_issue_via_fn)(const char *provider, const struct idb_token_re
 const struct idb_host_api *host_api_get(void);
 int host_api_init(host_issue_via_fn issue_via);
 void host_api_done(void);
+
+/*
+ * The upstream limiters of the host API (ABI 1.1; contracts as upstream_limits, upstream_acquire
+ * and upstream_release in <idbroker/provider.h>), for the broker's own callers: the token
+ * endpoint's pass-through to the node's IMDS takes slots of IDB_UPSTREAM_IMDS, so excepted pods and
+ * the azure-msi provider share one node-wide budget. host_api_init() creates IDB_UPSTREAM_IMDS with
+ * IMDS' documented limits; host_api_done() drops every limiter.
+ */
+int host_api_upstream_limits(const char *name, uint32_t max_concurrent, uint32_t max_per_second);
+int host_api_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms);
+void host_api_upstream_release(const char *name);
 
 uint64_t now_monotonic_ms(void);
 uint64_t now_realtime_s(void);

@@ -29,6 +29,7 @@
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
+#include "host-api.h"
 #include "issuer.h"
 #include "limits.h"
 #include "metrics.h"
@@ -46,6 +47,8 @@
 #define PROXY_CONNECT_TIMEOUT_MS 2000
 #define PROXY_TIMEOUT_MS 10000
 #define PROXY_MAX_BODY_BYTES (1024 * 1024)
+/* How long an excepted pod's token request waits for a slot of the node-wide IMDS limiter. */
+#define PROXY_SLOT_WAIT_MS 5000
 
 #define DESC_METADATA "Required metadata header not specified"
 #define DESC_AUDIENCE "Required audience parameter not specified"
@@ -713,6 +716,31 @@ out:
     free(url);
 }
 
+/*
+ * The token request of an AzurePodIdentityException pod, passed through to the node's IMDS within
+ * the same node-wide limits as the azure-msi provider's own requests: it takes a slot of the host's
+ * IDB_UPSTREAM_IMDS limiter (whose limits azure-msi sets from its configuration). No slot within
+ * PROXY_SLOT_WAIT_MS is a 429 with Retry-After, as IMDS itself would answer. Without the host API's
+ * limiters (unit tests) the request goes through unlimited.
+ */
+static void proxy_excepted(const struct token_endpoint *te, const char *query,
+                           struct http_response *resp)
+{
+    uint32_t hint_ms = 0;
+    int r = host_api_upstream_acquire(IDB_UPSTREAM_IMDS, now_monotonic_ms() + PROXY_SLOT_WAIT_MS,
+                                      &hint_ms);
+    if (r == -EAGAIN) {
+        log_debug("token-endpoint: no IMDS slot for an excepted pod within %d ms",
+                  PROXY_SLOT_WAIT_MS);
+        reply_error(resp, 429, "too_many_requests", "Too many token requests, retry later");
+        resp->retry_after_s = hint_ms / 1000 + 1;
+        return;
+    }
+    proxy(te, TOKEN_PATH, query, true, resp);
+    if (r == 0)
+        host_api_upstream_release(IDB_UPSTREAM_IMDS);
+}
+
 /* ---- the handler ---- */
 
 /* Host must name the metadata address or the broker's own listen address, each with or without the
@@ -844,7 +872,7 @@ static void reply_issue(struct token_endpoint *te, const struct http_request *re
         break;
     }
     case IDB_E_EXCEPTED:
-        proxy(te, TOKEN_PATH, q->query, true, resp);
+        proxy_excepted(te, q->query, resp);
         break;
     default:
         log_debug("token-endpoint: issue failed: %s", idb_strerror(res.code));

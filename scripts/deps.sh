@@ -22,3 +22,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Debian's kubectl (kubernetes-client) for the fake API server's client test. Some images ship a
+# `kubectl` package that owns /usr/bin/kubectl and conflicts with it, so it is unpacked, not installed.
+if [ ! -x /opt/debian-kubectl/usr/bin/kubectl ] && ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && apt-get download -qq kubernetes-client >/dev/null 2>&1); then
+    mkdir -p /opt/debian-kubectl
+    dpkg -x "$tmp"/kubernetes-client_*.deb /opt/debian-kubectl
+  else
+    echo "deps: could not download Debian's kubernetes-client; the kubectl check will use any kubectl on PATH" >&2
+  fi
+  rm -rf "$tmp"
+fi

@@ -10,7 +10,7 @@
  * Versioning rules:
  *  - abi_major changes on any incompatible change; the broker refuses another major.
  *  - abi_minor grows when fields are appended to struct idb_provider, idb_host_api or
- * idb_token_req.
+ * idb_token_req. 1.1 appended the upstream limiters to idb_host_api and allowed PATCH in http.
  *  - Every struct starts with (or contains) its size as the other side was built with it; read a
  * field only if IDB_PROVIDER_HAS / IDB_HOST_HAS / IDB_REQ_HAS says the other side has it.
  *  - Structs only grow at the end. Fields are never reordered, removed or retyped.
@@ -49,7 +49,7 @@ extern "C" {
 #endif
 
 #define IDB_PLUGIN_ABI_MAJOR 1
-#define IDB_PLUGIN_ABI_MINOR 0
+#define IDB_PLUGIN_ABI_MINOR 1
 #define IDB_PLUGIN_SYMBOL "idb_plugin_v1"
 
 #if defined(__GNUC__)
@@ -62,6 +62,16 @@ extern "C" {
 
 /* The host's HTTP helper fails with -E2BIG rather than return a larger reply body. */
 #define IDB_HTTP_MAX_REPLY_BYTES (1024 * 1024)
+
+/* ABI 1.1: the node's IMDS as an upstream of host->upstream_acquire(), and its documented per-VM
+ * limits for identity requests, which the host applies until a provider sets others. */
+#define IDB_UPSTREAM_IMDS "imds"
+#define IDB_UPSTREAM_IMDS_MAX_CONCURRENT 5
+#define IDB_UPSTREAM_IMDS_MAX_PER_SECOND 20
+/* ABI 1.1: upstream names are [a-z0-9-]{1,IDB_UPSTREAM_NAME_MAX}, limits 1..IDB_UPSTREAM_LIMIT_MAX
+ */
+#define IDB_UPSTREAM_NAME_MAX 32
+#define IDB_UPSTREAM_LIMIT_MAX 100000
 
 /* Log levels are syslog's. */
 enum idb_log_level {
@@ -76,10 +86,10 @@ enum idb_log_level {
  * proxy, TLS verified, no redirects followed, reply body capped at IDB_HTTP_MAX_REPLY_BYTES. */
 struct idb_http_req {
     uint32_t size;              /* sizeof(struct idb_http_req) the caller was built with */
-    const char *method;         /* "GET" or "POST" */
+    const char *method;         /* "GET" or "POST"; since ABI 1.1 (host->abi_minor >= 1) "PATCH" */
     const char *url;            /* http:// or https:// */
     const char *const *headers; /* NULL-terminated "Name: value" list, may be NULL; no CR/LF */
-    const char *body;           /* POST only; may be NULL */
+    const char *body;           /* POST (and PATCH) only; may be NULL */
     size_t body_len;
     uint32_t timeout_ms; /* whole exchange; 0 = host default (10 s); capped at 120 s */
     const char *ca_file; /* optional CA bundle; NULL = system default */
@@ -152,6 +162,30 @@ struct idb_host_api {
      * broker offers no such routing (e.g. in test tools). */
     int (*issue_via)(const char *provider, const struct idb_token_req *req, struct idb_token *ret);
     /* --- ABI 1.0 ends here; append only --- */
+
+    /*
+     * ABI 1.1: node-wide admission to a shared upstream. One limiter per upstream name, shared by
+     * every provider and by the broker itself (its pass-through of AzurePodIdentityException pods
+     * to the node's IMDS takes slots of IDB_UPSTREAM_IMDS), so all of them together stay within the
+     * upstream's limits. The host knows IDB_UPSTREAM_IMDS from the start, with IMDS' documented
+     * limits. Check IDB_HOST_HAS(host, upstream_release) before use.
+     */
+    /* Sets the limits of upstream `name`, creating it: at most max_concurrent exchanges in flight
+     * and at most max_per_second started in any sliding second, counted over every caller. The last
+     * call wins; slots already held stay valid. Returns 0, or -EINVAL (a name not
+     * [a-z0-9-]{1,IDB_UPSTREAM_NAME_MAX}, a limit outside 1..IDB_UPSTREAM_LIMIT_MAX), -ENOSPC (too
+     * many upstreams), -ENOMEM. Thread-safe. */
+    int (*upstream_limits)(const char *name, uint32_t max_concurrent, uint32_t max_per_second);
+    /* Takes one slot of upstream `name`: waits until both limits allow one more exchange, or until
+     * deadline_ms (CLOCK_MONOTONIC ms, as req->deadline_ms). Returns 0: the caller may start one
+     * exchange and must call upstream_release(name) once it is over (whatever its outcome, but not
+     * during a backoff). Returns -EAGAIN at the deadline, and then sets *hint_ms (may be NULL) to a
+     * guess of how long a later caller would wait; -ENOENT for a name without limits; -EINVAL.
+     * Thread-safe; blocks at most until the deadline. */
+    int (*upstream_acquire)(const char *name, uint64_t deadline_ms, uint32_t *hint_ms);
+    /* Gives back one slot taken by upstream_acquire(name). Thread-safe; never blocks for long. */
+    void (*upstream_release)(const char *name);
+    /* --- ABI 1.1 ends here; append only --- */
 };
 
 struct idb_provider {

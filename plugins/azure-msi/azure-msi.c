@@ -4,11 +4,14 @@
  * (DESIGN §1.3), within IMDS' limits of 5 concurrent and 20 identity requests per second per VM.
  * README.md in this folder documents the configuration, the limits and the retry policy.
  *
- * Every request to IMDS goes through one node-wide limiter (this plugin's state; the broker loads a
- * provider once): at most maxConcurrent in flight and at most maxPerSecond started in any sliding
- * second. A caller that finds no slot waits for one until its deadline, then fails with
- * IDB_E_RATE_LIMITED. Single-flight per (identity, resource) is the broker's token cache: this
- * plugin is called once per cold key however many pods ask.
+ * Every request to IMDS goes through one node-wide limiter: at most maxConcurrent in flight and at
+ * most maxPerSecond started in any sliding second. With a host of ABI 1.1 or later that is the
+ * host's IDB_UPSTREAM_IMDS limiter, whose limits this plugin sets at init() and which the broker's
+ * pass-through of excepted pods shares; with an older host it is this plugin's own (the broker
+ * loads a provider once, so it covers the node all the same, minus the pass-through). A caller that
+ * finds no slot waits for one until its deadline, then fails with IDB_E_RATE_LIMITED. Single-flight
+ * per (identity, resource) is the broker's token cache: this plugin is called once per cold key
+ * however many pods ask.
  *
  * Threads: issue() runs on many threads at once; the configuration is read-only after init() and
  * the limiter has its own mutex.
@@ -27,12 +30,21 @@
 
 #include <idbroker-internal/macro.h>
 
+#include "arm.h"
 #include "imds-reply.h"
 
 #define MSI_NAME "azure-msi"
 #define MSI_TOKEN_PATH "/metadata/identity/oauth2/token"
 #define MSI_DEFAULT_ENDPOINT "http://169.254.169.254"
 #define MSI_DEFAULT_API_VERSION "2018-02-01"
+#define MSI_INSTANCE_PATH "/metadata/instance?api-version=2021-02-01"
+#define MSI_DEFAULT_ARM_ENDPOINT "https://management.azure.com"
+#define MSI_DEFAULT_ARM_RESOURCE "https://management.azure.com/"
+#define MSI_DEFAULT_ARM_API_VERSION "2023-03-01"
+#define MSI_ARM_TOKEN_MARGIN_S 300  /* renew the node's ARM token this long before it expires */
+#define MSI_ARM_POLL_MS 500         /* between GETs while ARM is still updating the VM */
+#define MSI_SWEEP_MS 1000           /* how often unused assigned identities are looked for */
+#define MSI_SWEEP_DEADLINE_MS 30000 /* ARM's time for one removal */
 #define MSI_MAX_CONF_STRING 1024
 #define MSI_MAX_QUERY_VALUE 2048   /* resource, client id or resource id, before encoding */
 #define MSI_MIN_ATTEMPT_MS 50      /* an attempt with less time left is not started */
@@ -52,14 +64,45 @@ struct msi_conf {
     uint32_t backoff_initial_ms;
     uint32_t backoff_max_ms;
     uint32_t max_attempts; /* 0 = as many as the deadline allows */
+    /* identity assignment through ARM (README.md) */
+    bool assign_identities;
+    char *arm_endpoint; /* no trailing '/' */
+    char *arm_resource;
+    char *arm_api_version;
+    char *arm_ca_file;
+    char *node_resource_id;        /* NULL = compute.resourceId from IMDS */
+    char *node_identity_client_id; /* NULL = IMDS' default identity */
+    uint32_t unassign_grace_s;
+};
+
+/* An identity the provider knows to be on the node's VM/VMSS. */
+struct assigned {
+    char *resource_id;
+    bool ours;             /* added by this provider: removed once unused; else never touched */
+    uint64_t last_used_ms; /* CLOCK_MONOTONIC of the last issue() for it */
+    uint64_t lifetime_s;   /* of its last token (0 until one was issued) */
+};
+
+struct arm {
+    pthread_mutex_t op_lock; /* one ARM operation at a time: a GET and its PATCH never interleave */
+    char *node_resource;     /* under op_lock: the VM or VMSS whose identity block we change */
+    char *token;             /* under op_lock: the node's ARM token (secret) */
+    uint64_t token_exp;
+    pthread_mutex_t lock; /* the table and `stop` */
+    pthread_cond_t cond;  /* CLOCK_MONOTONIC; wakes the sweeper to stop */
+    struct assigned *tab;
+    size_t n, cap;
+    bool stop;
+    bool sweeper_running;
+    pthread_t sweeper;
 };
 
 /*
  * Node-wide admission to IMDS. `starts` is a ring of the CLOCK_MONOTONIC ms at which the last
  * max_per_second requests started: a new one may start only when the oldest of them is at least
- * MSI_RATE_WINDOW_MS old. That is a token bucket of max_per_second tokens where each token comes
- * back one second (plus a guard) after it was spent, so no sliding second ever sees more than
- * max_per_second starts.
+ * MSI_RATE_WINDOW_MS old. That is a token bucket of max_per_second tokens where each token
+ * comes back one second (plus a guard) after it was spent, so no sliding second ever sees more
+ * than max_per_second starts.
  */
 struct limiter {
     pthread_mutex_t lock;
@@ -73,6 +116,8 @@ struct limiter {
 struct msi {
     const struct idb_host_api *host;
     struct msi_conf conf;
+    struct arm *arm;   /* NULL unless assignIdentities */
+    bool host_limiter; /* the host's IDB_UPSTREAM_IMDS limiter, else lim */
     struct limiter lim;
 };
 
@@ -142,7 +187,8 @@ static void limiter_done(struct limiter *l)
     l->starts = NULL;
 }
 
-/* When the next request may start as far as the rate goes (CLOCK_MONOTONIC ms). Under the lock. */
+/* When the next request may start as far as the rate goes (CLOCK_MONOTONIC ms). Under the lock.
+ */
 static uint64_t rate_free_at(const struct limiter *l)
 {
     if (l->n_starts < l->per_second)
@@ -151,9 +197,9 @@ static uint64_t rate_free_at(const struct limiter *l)
 }
 
 /*
- * Takes a slot: waits until fewer than max_concurrent requests are in flight and the rate allows
- * one more, or until `deadline` (CLOCK_MONOTONIC ms). Returns 0, or -EAGAIN at the deadline with
- * *ret_wait_ms set to a guess of how long a later caller would wait.
+ * Takes a slot: waits until fewer than max_concurrent requests are in flight and the rate
+ * allows one more, or until `deadline` (CLOCK_MONOTONIC ms). Returns 0, or -EAGAIN at the
+ * deadline with *ret_wait_ms set to a guess of how long a later caller would wait.
  */
 static int limiter_acquire(struct limiter *l, uint64_t deadline, uint64_t *ret_wait_ms)
 {
@@ -190,6 +236,30 @@ static void limiter_release(struct limiter *l)
     l->in_flight--;
     pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->lock);
+}
+
+/* A slot of the node-wide IMDS budget: the host's limiter when it has one (ABI 1.1), else ours.
+ */
+static int imds_acquire(struct msi *m, uint64_t deadline, uint64_t *ret_wait_ms)
+{
+    if (!m->host_limiter)
+        return limiter_acquire(&m->lim, deadline, ret_wait_ms);
+    /* The host's deadline is on its clock; ours is CLOCK_MONOTONIC too, but convert anyway. */
+    uint64_t now = mono_ms(), host_now = m->host->now_monotonic_ms();
+    uint64_t host_deadline = host_now + (deadline > now ? deadline - now : 0);
+    uint32_t hint = 0;
+    int r = m->host->upstream_acquire(IDB_UPSTREAM_IMDS, host_deadline, &hint);
+    if (r == -EAGAIN)
+        *ret_wait_ms = hint;
+    return r < 0 ? -EAGAIN : 0;
+}
+
+static void imds_release(struct msi *m)
+{
+    if (m->host_limiter)
+        m->host->upstream_release(IDB_UPSTREAM_IMDS);
+    else
+        limiter_release(&m->lim);
 }
 
 /* ---- configuration ---- */
@@ -246,25 +316,54 @@ static const struct uint_key uint_keys[] = {
     {"backoffInitialMs", OFF(backoff_initial_ms), 1, 60000, 500},
     {"backoffMaxMs", OFF(backoff_max_ms), 1, 60000, 4000},
     {"maxAttempts", OFF(max_attempts), 0, 100, 0},
+    {"unassignGraceSeconds", OFF(unassign_grace_s), 0, 7 * 86400, 300},
 };
 #define KNOWN_KEYS                                                                                 \
     "endpoint, apiVersion, caFile, attemptTimeoutMs, maxTotalMs, maxConcurrent, maxPerSecond, "    \
-    "backoffInitialMs, backoffMaxMs, maxAttempts"
+    "backoffInitialMs, backoffMaxMs, maxAttempts, assignIdentities, armEndpoint, armResource, "    \
+    "armApiVersion, armCaFile, nodeResourceId, nodeIdentityClientId, unassignGraceSeconds"
 
-static int conf_endpoint(struct msi *m, struct msi_conf *c)
+static int conf_endpoint(struct msi *m, const char *key, char *endpoint)
 {
-    if (strncmp(c->endpoint, "http://", 7) != 0 && strncmp(c->endpoint, "https://", 8) != 0) {
-        LOG(m, IDB_LOG_ERR, "config: key 'endpoint' must be an http:// or https:// URL, not '%s'",
-            c->endpoint);
+    if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0) {
+        LOG(m, IDB_LOG_ERR, "config: key '%s' must be an http:// or https:// URL, not '%s'", key,
+            endpoint);
         return IDB_E_BAD_CONFIG;
     }
-    if (strpbrk(c->endpoint, "?# \"\\")) {
-        LOG(m, IDB_LOG_ERR, "config: key 'endpoint' must be a URL without query or fragment");
+    if (strpbrk(endpoint, "?# \"\\")) {
+        LOG(m, IDB_LOG_ERR, "config: key '%s' must be a URL without query or fragment", key);
         return IDB_E_BAD_CONFIG;
     }
-    size_t n = strlen(c->endpoint);
-    while (n > 0 && c->endpoint[n - 1] == '/')
-        c->endpoint[--n] = '\0';
+    size_t n = strlen(endpoint);
+    while (n > 0 && endpoint[n - 1] == '/')
+        endpoint[--n] = '\0';
+    return 0;
+}
+
+/* Values that go into ARM URLs: checked once here. */
+static int conf_arm(struct msi *m, struct msi_conf *c)
+{
+    for (const char *p = c->arm_api_version; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || *p == '-')) {
+            LOG(m, IDB_LOG_ERR, "config: key 'armApiVersion' must look like 2023-03-01, not '%s'",
+                c->arm_api_version);
+            return IDB_E_BAD_CONFIG;
+        }
+    if (c->node_resource_id) {
+        _cleanup_free_ char *node = NULL;
+        if (arm_node_resource(c->node_resource_id, &node) < 0) {
+            LOG(m, IDB_LOG_ERR,
+                "config: key 'nodeResourceId' must be the resource ID of a virtual machine or "
+                "scale "
+                "set (instance), not '%s'",
+                c->node_resource_id);
+            return IDB_E_BAD_CONFIG;
+        }
+    }
+    if (c->node_identity_client_id && strlen(c->node_identity_client_id) > MSI_MAX_QUERY_VALUE) {
+        LOG(m, IDB_LOG_ERR, "config: key 'nodeIdentityClientId' is too long");
+        return IDB_E_BAD_CONFIG;
+    }
     return 0;
 }
 
@@ -276,7 +375,8 @@ static int conf_api_version(struct msi *m, const struct msi_conf *c)
         ok = (i == 4 || i == 7) ? v[i] == '-' : (v[i] >= '0' && v[i] <= '9');
     if (!ok || strcmp(v, "2018-02-01") < 0) {
         LOG(m, IDB_LOG_ERR,
-            "config: key 'apiVersion' must be an IMDS api-version YYYY-MM-DD, 2018-02-01 or later, "
+            "config: key 'apiVersion' must be an IMDS api-version YYYY-MM-DD, 2018-02-01 or "
+            "later, "
             "not '%s'",
             v);
         return IDB_E_BAD_CONFIG;
@@ -290,7 +390,11 @@ static int conf_parse(struct msi *m, struct json_object *o, struct msi_conf *c)
         *(uint32_t *)((char *)c + uint_keys[i].offset) = uint_keys[i].def;
     c->endpoint = strdup(MSI_DEFAULT_ENDPOINT);
     c->api_version = strdup(MSI_DEFAULT_API_VERSION);
-    if (!c->endpoint || !c->api_version)
+    c->arm_endpoint = strdup(MSI_DEFAULT_ARM_ENDPOINT);
+    c->arm_resource = strdup(MSI_DEFAULT_ARM_RESOURCE);
+    c->arm_api_version = strdup(MSI_DEFAULT_ARM_API_VERSION);
+    if (!c->endpoint || !c->api_version || !c->arm_endpoint || !c->arm_resource ||
+        !c->arm_api_version)
         return -ENOMEM;
 
     json_object_object_foreach(o, k, v)
@@ -302,6 +406,26 @@ static int conf_parse(struct msi *m, struct json_object *o, struct msi_conf *c)
             r = conf_string(m, k, v, &c->api_version);
         else if (streq(k, "caFile"))
             r = conf_string(m, k, v, &c->ca_file);
+        else if (streq(k, "armEndpoint"))
+            r = conf_string(m, k, v, &c->arm_endpoint);
+        else if (streq(k, "armResource"))
+            r = conf_string(m, k, v, &c->arm_resource);
+        else if (streq(k, "armApiVersion"))
+            r = conf_string(m, k, v, &c->arm_api_version);
+        else if (streq(k, "armCaFile"))
+            r = conf_string(m, k, v, &c->arm_ca_file);
+        else if (streq(k, "nodeResourceId"))
+            r = conf_string(m, k, v, &c->node_resource_id);
+        else if (streq(k, "nodeIdentityClientId"))
+            r = conf_string(m, k, v, &c->node_identity_client_id);
+        else if (streq(k, "assignIdentities")) {
+            if (!json_object_is_type(v, json_type_boolean)) {
+                LOG(m, IDB_LOG_ERR, "config: key 'assignIdentities' must be true or false");
+                return IDB_E_BAD_CONFIG;
+            }
+            c->assign_identities = json_object_get_boolean(v);
+            r = 0;
+        }
         for (size_t i = 0; r == 1 && i < ELEMENTSOF(uint_keys); i++)
             if (streq(k, uint_keys[i].key))
                 r = conf_uint(m, k, v, uint_keys[i].min, uint_keys[i].max,
@@ -313,10 +437,16 @@ static int conf_parse(struct msi *m, struct json_object *o, struct msi_conf *c)
         if (r < 0)
             return r;
     }
-    int r = conf_endpoint(m, c);
+    int r = conf_endpoint(m, "endpoint", c->endpoint);
+    if (r < 0)
+        return r;
+    r = conf_endpoint(m, "armEndpoint", c->arm_endpoint);
     if (r < 0)
         return r;
     r = conf_api_version(m, c);
+    if (r < 0)
+        return r;
+    r = conf_arm(m, c);
     if (r < 0)
         return r;
     if (c->backoff_max_ms < c->backoff_initial_ms) {
@@ -332,16 +462,26 @@ static void conf_done(struct msi_conf *c)
     free(c->endpoint);
     free(c->api_version);
     free(c->ca_file);
+    free(c->arm_endpoint);
+    free(c->arm_resource);
+    free(c->arm_api_version);
+    free(c->arm_ca_file);
+    free(c->node_resource_id);
+    free(c->node_identity_client_id);
     memset(c, 0, sizeof(*c));
 }
 
 /* ---- provider entry points ---- */
+
+static int arm_start(struct msi *m);
+static struct arm *arm_free(struct arm *a);
 
 static void msi_destroy(void *state)
 {
     struct msi *m = state;
     if (!m)
         return;
+    m->arm = arm_free(m->arm); /* stops the sweeper first: it uses the rest */
     limiter_done(&m->lim);
     conf_done(&m->conf);
     free(m);
@@ -367,14 +507,38 @@ static int msi_init(const struct idb_host_api *host, const char *conf, void **re
     r = conf_parse(m, o, &m->conf);
     if (r < 0)
         goto out;
-    r = limiter_init(&m->lim, m->conf.max_concurrent, m->conf.max_per_second);
+    if (IDB_HOST_HAS(host, upstream_release)) {
+        r = host->upstream_limits(IDB_UPSTREAM_IMDS, m->conf.max_concurrent,
+                                  m->conf.max_per_second);
+        m->host_limiter = true;
+    } else {
+        r = limiter_init(&m->lim, m->conf.max_concurrent, m->conf.max_per_second);
+    }
     if (r < 0)
         goto out;
+    if (m->conf.assign_identities) {
+        if (!IDB_HOST_HAS(host, upstream_release)) {
+            /* PATCH came with ABI 1.1. */
+            LOG(m, IDB_LOG_ERR, "config: 'assignIdentities' needs a broker of provider ABI 1.1");
+            r = IDB_E_BAD_CONFIG;
+            goto out;
+        }
+        r = arm_start(m);
+        if (r < 0)
+            goto out;
+        LOG(m, IDB_LOG_INFO,
+            "identity assignment through ARM at '%s' (api-version %s) on %s; unused identities "
+            "are removed after their token lifetime plus %u s",
+            m->conf.arm_endpoint, m->conf.arm_api_version,
+            m->conf.node_resource_id ? m->conf.node_resource_id : "the VM/VMSS named by IMDS",
+            m->conf.unassign_grace_s);
+    }
     LOG(m, IDB_LOG_INFO,
-        "IMDS at '%s' (api-version %s), at most %u concurrent and %u per second, attempts of %u ms "
-        "within %u ms",
+        "IMDS at '%s' (api-version %s), at most %u concurrent and %u per second (%s limiter), "
+        "attempts of %u ms within %u ms",
         m->conf.endpoint, m->conf.api_version, m->conf.max_concurrent, m->conf.max_per_second,
-        m->conf.attempt_timeout_ms, m->conf.max_total_ms);
+        m->host_limiter ? "the host's node-wide" : "own", m->conf.attempt_timeout_ms,
+        m->conf.max_total_ms);
     *ret_state = TAKE_PTR(m);
     r = 0;
 out:
@@ -555,6 +719,475 @@ static void do_attempt(struct msi *m, const char *url, uint64_t deadline, struct
     m->host->free(resp.www_authenticate);
 }
 
+/* ---- identity assignment through ARM (README.md, "Identity assignment") ---- */
+
+/*
+ * A GET of the node's IMDS (the IMDS limiter applies) with IMDS' retry policy, within the
+ * deadline. Returns 0 with *a holding a 200 reply, or IDB_E_UPSTREAM_UNAVAILABLE /
+ * IDB_E_RATE_LIMITED / IDB_E_UPSTREAM_4XX / IDB_E_UPSTREAM_BAD_REPLY / a local error.
+ */
+static int imds_get(struct msi *m, const char *url, uint64_t deadline, struct attempt *a)
+{
+    for (unsigned n = 1;; n++) {
+        attempt_done(m, a);
+        uint64_t lim_wait = 0;
+        if (imds_acquire(m, deadline, &lim_wait) < 0)
+            return IDB_E_RATE_LIMITED;
+        if (mono_ms() + MSI_MIN_ATTEMPT_MS > deadline) {
+            imds_release(m);
+            return IDB_E_UPSTREAM_UNAVAILABLE;
+        }
+        do_attempt(m, url, deadline, a);
+        imds_release(m);
+        switch (imds_classify(a->rc, a->status)) {
+        case IMDS_V_OK:
+            return 0;
+        case IMDS_V_REFUSED:
+            return IDB_E_UPSTREAM_4XX;
+        case IMDS_V_BAD_REPLY:
+            return IDB_E_UPSTREAM_BAD_REPLY;
+        case IMDS_V_FAILED:
+            return a->rc;
+        case IMDS_V_RETRY:
+        case IMDS_V_THROTTLED:
+            break;
+        }
+        uint64_t wait =
+            imds_backoff_ms(n, m->conf.backoff_initial_ms, m->conf.backoff_max_ms, random_u32());
+        if ((uint64_t)a->retry_after_s * 1000 > wait)
+            wait = (uint64_t)a->retry_after_s * 1000;
+        uint64_t now = mono_ms();
+        if (now + wait + MSI_MIN_ATTEMPT_MS > deadline)
+            return a->status == 429 ? IDB_E_RATE_LIMITED : IDB_E_UPSTREAM_UNAVAILABLE;
+        sleep_until(now + wait);
+    }
+}
+
+/* The node's own token for ARM, from IMDS, cached until shortly before it expires. Under
+ * op_lock.
+ */
+static int arm_token(struct msi *m, uint64_t deadline)
+{
+    struct arm *arm = m->arm;
+    if (arm->token && arm->token_exp > m->host->now_realtime() + MSI_ARM_TOKEN_MARGIN_S)
+        return 0;
+    struct idb_token_req req = {
+        .size = sizeof(req),
+        .resource = m->conf.arm_resource,
+        .client_id = m->conf.node_identity_client_id,
+    };
+    _cleanup_free_ char *url = NULL;
+    int r;
+    if (req.client_id) {
+        r = token_url(m, &req, &url);
+    } else {
+        /* No selector: IMDS' default identity of the node. */
+        size_t cap = strlen(m->conf.endpoint) + 128 + 3 * strlen(req.resource), pos = 0;
+        url = malloc(cap);
+        r = url ? 0 : -ENOMEM;
+        if (r >= 0)
+            r = append(url, cap, &pos, m->conf.endpoint);
+        if (r >= 0)
+            r = append(url, cap, &pos, MSI_TOKEN_PATH "?api-version=");
+        if (r >= 0)
+            r = append(url, cap, &pos, m->conf.api_version);
+        if (r >= 0)
+            r = append(url, cap, &pos, "&resource=");
+        if (r >= 0)
+            r = url_encode(url, cap, &pos, req.resource);
+    }
+    if (r < 0)
+        return r;
+    struct attempt a = {0};
+    r = imds_get(m, url, deadline, &a);
+    if (r < 0) {
+        LOG(m, IDB_LOG_WARNING, "no ARM token of the node's identity from IMDS: %s",
+            m->host->strerror(r));
+        attempt_done(m, &a);
+        return r == IDB_E_UPSTREAM_4XX ? IDB_E_UPSTREAM_UNAVAILABLE : r;
+    }
+    struct imds_token t = {0};
+    r = imds_reply_parse(a.body, a.body_len, m->host->now_realtime(), &t);
+    attempt_done(m, &a);
+    if (r < 0)
+        return IDB_E_UPSTREAM_BAD_REPLY;
+    if (arm->token) {
+        explicit_bzero(arm->token, strlen(arm->token));
+        free(arm->token);
+    }
+    arm->token = TAKE_PTR(t.access_token);
+    arm->token_exp = t.expires_on;
+    imds_token_done(&t);
+    return 0;
+}
+
+/* The VM or VMSS whose identity block we change: configured, or compute.resourceId from IMDS'
+ * instance metadata (asked once). Under op_lock. */
+static int arm_node(struct msi *m, uint64_t deadline)
+{
+    struct arm *arm = m->arm;
+    if (arm->node_resource)
+        return 0;
+    if (m->conf.node_resource_id)
+        return arm_node_resource(m->conf.node_resource_id, &arm->node_resource);
+    size_t n = strlen(m->conf.endpoint) + sizeof(MSI_INSTANCE_PATH);
+    _cleanup_free_ char *url = malloc(n);
+    if (!url)
+        return -ENOMEM;
+    snprintf(url, n, "%s%s", m->conf.endpoint, MSI_INSTANCE_PATH);
+    struct attempt a = {0};
+    int r = imds_get(m, url, deadline, &a);
+    _cleanup_free_ char *rid = NULL;
+    if (r >= 0)
+        r = arm_instance_resource_id(a.body, a.body_len, &rid);
+    attempt_done(m, &a);
+    if (r >= 0)
+        r = arm_node_resource(rid, &arm->node_resource);
+    if (r < 0) {
+        LOG(m, IDB_LOG_ERR, "cannot learn the node's VM/VMSS from IMDS instance metadata: %s",
+            m->host->strerror(r));
+        return r == -EINVAL || r == -EBADMSG ? IDB_E_UPSTREAM_BAD_REPLY : r;
+    }
+    LOG(m, IDB_LOG_INFO, "the node's identities live on '%s'", arm->node_resource);
+    return 0;
+}
+
+/* One exchange with ARM about the node's resource (no IMDS limiter: ARM is not IMDS). */
+static void arm_exchange(struct msi *m, const char *method, const char *body, uint64_t deadline,
+                         struct attempt *a)
+{
+    struct arm *arm = m->arm;
+    attempt_done(m, a);
+    size_t n = strlen(m->conf.arm_endpoint) + strlen(arm->node_resource) +
+               strlen(m->conf.arm_api_version) + 16;
+    _cleanup_free_ char *url = malloc(n);
+    size_t hn = strlen(arm->token) + 32;
+    _cleanup_erase_ char *auth = malloc(hn);
+    if (!url || !auth) {
+        a->rc = -ENOMEM;
+        return;
+    }
+    snprintf(url, n, "%s%s?api-version=%s", m->conf.arm_endpoint, arm->node_resource,
+             m->conf.arm_api_version);
+    snprintf(auth, hn, "Authorization: Bearer %s", arm->token);
+    const char *const headers[] = {auth, "Content-Type: application/json", NULL};
+    uint64_t now = mono_ms(), left = deadline > now ? deadline - now : 0;
+    struct idb_http_req hreq = {
+        .size = sizeof(hreq),
+        .method = method,
+        .url = url,
+        .headers = headers,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .timeout_ms = (uint32_t)(left > 60000 ? 60000 : left),
+        .ca_file = m->conf.arm_ca_file,
+    };
+    struct idb_http_resp resp = {.size = sizeof(resp)};
+    if (left < MSI_MIN_ATTEMPT_MS) {
+        a->rc = -ETIMEDOUT;
+        return;
+    }
+    a->rc = m->host->http(&hreq, &resp);
+    if (a->rc < 0)
+        return;
+    a->status = resp.status;
+    a->retry_after_s = resp.retry_after_s;
+    a->body = resp.body;
+    a->body_len = resp.body_len;
+    m->host->free(resp.www_authenticate);
+}
+
+/* What an ARM failure means to the pod. */
+static int arm_failure(struct msi *m, const char *what, const struct attempt *a)
+{
+    char o[64];
+    outcome(m, a, o, sizeof(o));
+    LOG(m, IDB_LOG_WARNING, "ARM %s of '%s' failed: %s", what, m->arm->node_resource, o);
+    if (a->rc < 0 || a->status >= 500 || a->status == 408 || a->status == 409)
+        return IDB_E_UPSTREAM_UNAVAILABLE;
+    if (a->status == 429)
+        return IDB_E_RATE_LIMITED;
+    return IDB_E_UPSTREAM_4XX; /* 401/403 (missing roles), 404 (no such VM), 400 */
+}
+
+/* GET of the node's resource: its identity block. Under op_lock. */
+static int arm_read(struct msi *m, uint64_t deadline, struct arm_identity *ret)
+{
+    struct attempt a = {0};
+    arm_exchange(m, "GET", NULL, deadline, &a);
+    int r;
+    if (a.rc < 0 || a.status != 200)
+        r = arm_failure(m, "GET", &a);
+    else if (arm_identity_parse(a.body, a.body_len, ret) < 0)
+        r = IDB_E_UPSTREAM_BAD_REPLY;
+    else
+        r = 0;
+    attempt_done(m, &a);
+    return r;
+}
+
+static bool state_terminal(const char *s)
+{
+    return !s || strcasecmp(s, "Succeeded") == 0 || strcasecmp(s, "Failed") == 0 ||
+           strcasecmp(s, "Canceled") == 0;
+}
+
+/* PATCH of the node's identity block, then GETs until ARM has applied it. Under op_lock. */
+static int arm_update(struct msi *m, const char *body, uint64_t deadline)
+{
+    struct attempt a = {0};
+    arm_exchange(m, "PATCH", body, deadline, &a);
+    if (a.rc < 0 || (a.status != 200 && a.status != 201 && a.status != 202)) {
+        int r = arm_failure(m, "PATCH", &a);
+        attempt_done(m, &a);
+        return r;
+    }
+    struct arm_identity id = {0};
+    int r = a.status == 202 ? 0 : arm_identity_parse(a.body, a.body_len, &id);
+    bool done = a.status != 202 && r >= 0 && state_terminal(id.provisioning_state);
+    attempt_done(m, &a);
+    while (!done) {
+        arm_identity_done(&id);
+        if (mono_ms() + MSI_ARM_POLL_MS + MSI_MIN_ATTEMPT_MS > deadline) {
+            LOG(m, IDB_LOG_WARNING, "ARM still updating '%s' at the deadline",
+                m->arm->node_resource);
+            return IDB_E_UPSTREAM_UNAVAILABLE;
+        }
+        sleep_until(mono_ms() + MSI_ARM_POLL_MS);
+        r = arm_read(m, deadline, &id);
+        if (r < 0)
+            return r;
+        done = state_terminal(id.provisioning_state);
+    }
+    if (id.provisioning_state && strcasecmp(id.provisioning_state, "Succeeded") != 0) {
+        LOG(m, IDB_LOG_WARNING, "ARM update of '%s' ended '%s'", m->arm->node_resource,
+            id.provisioning_state);
+        r = IDB_E_UPSTREAM_UNAVAILABLE;
+    }
+    arm_identity_done(&id);
+    return r < 0 ? r : 0;
+}
+
+/* The table entry of resource_id, under arm->lock. */
+static struct assigned *assigned_find(struct arm *arm, const char *resource_id)
+{
+    for (size_t i = 0; i < arm->n; i++)
+        if (strcasecmp(arm->tab[i].resource_id, resource_id) == 0)
+            return &arm->tab[i];
+    return NULL;
+}
+
+static int assigned_add(struct arm *arm, const char *resource_id, bool ours, uint64_t now)
+{
+    pthread_mutex_lock(&arm->lock);
+    int r = 0;
+    struct assigned *e = assigned_find(arm, resource_id);
+    if (!e) {
+        if (arm->n == arm->cap) {
+            size_t cap = arm->cap ? arm->cap * 2 : 16;
+            struct assigned *t = realloc(arm->tab, cap * sizeof(*t));
+            if (!t) {
+                r = -ENOMEM;
+                goto out;
+            }
+            arm->tab = t;
+            arm->cap = cap;
+        }
+        char *d = strdup(resource_id);
+        if (!d) {
+            r = -ENOMEM;
+            goto out;
+        }
+        e = &arm->tab[arm->n++];
+        *e = (struct assigned){.resource_id = d, .ours = ours};
+    }
+    e->last_used_ms = now;
+out:
+    pthread_mutex_unlock(&arm->lock);
+    return r;
+}
+
+/* Marks resource_id used now; returns whether it is known to be on the node. */
+static bool assigned_touch(struct arm *arm, const char *resource_id, uint64_t lifetime_s)
+{
+    pthread_mutex_lock(&arm->lock);
+    struct assigned *e = assigned_find(arm, resource_id);
+    if (e) {
+        e->last_used_ms = mono_ms();
+        if (lifetime_s)
+            e->lifetime_s = lifetime_s;
+    }
+    pthread_mutex_unlock(&arm->lock);
+    return e != NULL;
+}
+
+/*
+ * Makes sure the identity resource_id is on the node's VM/VMSS before its first token: GET the
+ * identity block and, if it is not there, PATCH it with the union of what is there and this
+ * one. *ret_fresh tells whether this call added it (IMDS may take a moment to know it then).
+ */
+static int arm_ensure(struct msi *m, const char *resource_id, uint64_t deadline, bool *ret_fresh)
+{
+    struct arm *arm = m->arm;
+    *ret_fresh = false;
+    if (assigned_touch(arm, resource_id, 0))
+        return 0;
+    pthread_mutex_lock(&arm->op_lock);
+    /* Another thread may have added it while we waited for the lock. */
+    if (assigned_touch(arm, resource_id, 0)) {
+        pthread_mutex_unlock(&arm->op_lock);
+        return 0;
+    }
+    struct arm_identity id = {0};
+    _cleanup_free_ char *body = NULL;
+    int r = arm_node(m, deadline);
+    if (r >= 0)
+        r = arm_token(m, deadline);
+    if (r >= 0)
+        r = arm_read(m, deadline, &id);
+    if (r < 0)
+        goto out;
+    if (arm_identity_has(&id, resource_id)) {
+        /* Someone else put it there (AKS, an operator): never ours to remove. */
+        r = assigned_add(arm, resource_id, false, mono_ms());
+        goto out;
+    }
+    r = arm_patch_add(&id, resource_id, &body);
+    if (r >= 0)
+        r = arm_update(m, body, deadline);
+    if (r >= 0) {
+        LOG(m, IDB_LOG_NOTICE, "assigned identity '%s' to '%s'", resource_id, arm->node_resource);
+        *ret_fresh = true;
+        r = assigned_add(arm, resource_id, true, mono_ms());
+    }
+out:
+    arm_identity_done(&id);
+    pthread_mutex_unlock(&arm->op_lock);
+    return r;
+}
+
+/* Removes identity resource_id (one we added) from the node, keeping every other. */
+static int arm_remove(struct msi *m, const char *resource_id)
+{
+    struct arm *arm = m->arm;
+    uint64_t deadline = mono_ms() + MSI_SWEEP_DEADLINE_MS;
+    struct arm_identity id = {0};
+    _cleanup_free_ char *body = NULL;
+    pthread_mutex_lock(&arm->op_lock);
+    int r = arm_token(m, deadline);
+    if (r >= 0)
+        r = arm_read(m, deadline, &id);
+    if (r >= 0 && arm_identity_has(&id, resource_id)) {
+        r = arm_patch_remove(&id, resource_id, &body);
+        if (r >= 0)
+            r = arm_update(m, body, deadline);
+    }
+    /* Failed: back in the table as ours (before anyone else may look at the VM), so that it is
+     * tried again after another idle period, unless it is used again meanwhile. */
+    if (r < 0)
+        assigned_add(arm, resource_id, true, mono_ms());
+    arm_identity_done(&id);
+    pthread_mutex_unlock(&arm->op_lock);
+    return r;
+}
+
+/*
+ * The sweeper: removes an identity this provider added once no token of it was issued for the
+ * lifetime of its last token plus unassignGraceSeconds. The broker's cache refreshes a token at
+ * half-life for as long as some pod asked for it within the last token lifetime, and never
+ * calls the provider for a key no pod asks for any more; so an identity in use sees an issue()
+ * at least every half-life, and one that saw none for a whole lifetime is no longer used by any
+ * pod here.
+ */
+static void *sweeper_main(void *arg)
+{
+    struct msi *m = arg;
+    struct arm *arm = m->arm;
+    pthread_mutex_lock(&arm->lock);
+    while (!arm->stop) {
+        struct timespec ts = mono_timespec(mono_ms() + MSI_SWEEP_MS);
+        pthread_cond_timedwait(&arm->cond, &arm->lock, &ts);
+        if (arm->stop)
+            break;
+        uint64_t now = mono_ms();
+        char *victim = NULL;
+        for (size_t i = 0; i < arm->n && !victim; i++) {
+            struct assigned *e = &arm->tab[i];
+            uint64_t idle_limit = (e->lifetime_s + m->conf.unassign_grace_s) * 1000;
+            if (e->ours && now - e->last_used_ms > idle_limit) {
+                /* Out of the table first: an issue() from now on assigns it again. */
+                victim = e->resource_id;
+                arm->tab[i] = arm->tab[--arm->n];
+            }
+        }
+        if (!victim)
+            continue;
+        pthread_mutex_unlock(&arm->lock);
+        int r = arm_remove(m, victim);
+        if (r < 0) {
+            LOG(m, IDB_LOG_WARNING,
+                "cannot remove unused identity '%s' from the node: %s, retrying "
+                "later",
+                victim, m->host->strerror(r));
+        } else {
+            LOG(m, IDB_LOG_NOTICE, "removed identity '%s' from '%s': no pod on this node uses it",
+                victim, strna(arm->node_resource));
+        }
+        free(victim);
+        pthread_mutex_lock(&arm->lock);
+    }
+    pthread_mutex_unlock(&arm->lock);
+    return NULL;
+}
+
+static struct arm *arm_free(struct arm *arm)
+{
+    if (!arm)
+        return NULL;
+    if (arm->sweeper_running) {
+        pthread_mutex_lock(&arm->lock);
+        arm->stop = true;
+        pthread_cond_broadcast(&arm->cond);
+        pthread_mutex_unlock(&arm->lock);
+        pthread_join(arm->sweeper, NULL);
+    }
+    for (size_t i = 0; i < arm->n; i++)
+        free(arm->tab[i].resource_id);
+    free(arm->tab);
+    free(arm->node_resource);
+    if (arm->token) {
+        explicit_bzero(arm->token, strlen(arm->token));
+        free(arm->token);
+    }
+    pthread_cond_destroy(&arm->cond);
+    pthread_mutex_destroy(&arm->lock);
+    pthread_mutex_destroy(&arm->op_lock);
+    free(arm);
+    return NULL;
+}
+
+static int arm_start(struct msi *m)
+{
+    struct arm *arm = calloc(1, sizeof(*arm));
+    if (!arm)
+        return -ENOMEM;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&arm->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&arm->lock, NULL);
+    pthread_mutex_init(&arm->op_lock, NULL);
+    m->arm = arm;
+    int r = pthread_create(&arm->sweeper, NULL, sweeper_main, m);
+    if (r != 0) {
+        m->arm = arm_free(arm);
+        return -r;
+    }
+    arm->sweeper_running = true;
+    return 0;
+}
+
 static int msi_issue(void *state, const struct idb_token_req *req, struct idb_token *ret)
 {
     struct msi *m = state;
@@ -591,13 +1224,39 @@ static int msi_issue(void *state, const struct idb_token_req *req, struct idb_to
     if (r < 0)
         return r;
 
+    /* Identity assignment: the identity must be on the node's VM/VMSS before IMDS can issue. */
+    bool fresh = false, tracked = m->arm && has_res;
+    if (tracked) {
+        if (!arm_identity_id_valid(req->resource_id)) {
+            LOG(m, IDB_LOG_WARNING, "identity %s/%s: resourceID is not a user-assigned identity",
+                ns, name);
+            ret->upstream_status = 400;
+            set_error_body(m, ret, NULL, 0, "invalid_request",
+                           "The AzureIdentity's resourceID is not a user-assigned identity");
+            return IDB_E_UPSTREAM_4XX;
+        }
+        r = arm_ensure(m, req->resource_id, deadline, &fresh);
+        if (r == IDB_E_UPSTREAM_4XX) {
+            ret->upstream_status = 400;
+            set_error_body(m, ret, NULL, 0, "invalid_request",
+                           "Identity not found: it could not be assigned to this node");
+        } else if (r == IDB_E_UPSTREAM_UNAVAILABLE || r == IDB_E_RATE_LIMITED) {
+            ret->retry_after_s = 5;
+        }
+        if (r < 0) {
+            LOG(m, IDB_LOG_WARNING, "identity %s/%s: not assigned to the node: %s", ns, name,
+                m->host->strerror(r));
+            return r;
+        }
+    }
+
     struct attempt a = {0};
     enum imds_verdict v = IMDS_V_RETRY;
     uint64_t wait_ms = 0;
     for (unsigned n = 1;; n++) {
         attempt_done(m, &a);
         uint64_t lim_wait = 0;
-        if (limiter_acquire(&m->lim, deadline, &lim_wait) < 0) {
+        if (imds_acquire(m, deadline, &lim_wait) < 0) {
             /* Throttled by our own limits until the deadline: the node is at IMDS' limits. */
             LOG(m, IDB_LOG_NOTICE, "identity %s/%s: no IMDS slot before the deadline (%s)", ns,
                 name, n == 1 ? "first attempt" : "retry");
@@ -606,12 +1265,15 @@ static int msi_issue(void *state, const struct idb_token_req *req, struct idb_to
         }
         uint64_t now = mono_ms();
         if (now + MSI_MIN_ATTEMPT_MS > deadline) {
-            limiter_release(&m->lim);
+            imds_release(m);
             break;
         }
         do_attempt(m, url, deadline, &a);
-        limiter_release(&m->lim);
+        imds_release(m);
         v = imds_classify(a.rc, a.status);
+        /* IMDS may not know an identity for a moment after ARM assigned it. */
+        if (v == IMDS_V_REFUSED && fresh && a.status == 400)
+            v = IMDS_V_RETRY;
 
         if (v == IMDS_V_OK) {
             struct imds_token t = {0};
@@ -623,6 +1285,10 @@ static int msi_issue(void *state, const struct idb_token_req *req, struct idb_to
                 return IDB_E_UPSTREAM_BAD_REPLY;
             }
             r = fill_token(m, req, &t, ret);
+            uint64_t now_s = m->host->now_realtime();
+            if (r >= 0 && tracked)
+                assigned_touch(m->arm, req->resource_id,
+                               t.expires_on > now_s ? t.expires_on - now_s : 1);
             imds_token_done(&t);
             return r;
         }

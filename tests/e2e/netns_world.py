@@ -411,16 +411,20 @@ class World:
         wait_for(lambda: os.path.exists(self.broker_socket), "control socket stand-in")
         return p
 
-    def start_real_broker(self, manifests, health_port=2580):
+    def start_real_broker(self, manifests, health_port=2580, providers=None, conf_extra=None):
         """The real idbrokerd in the node namespace: files mode, mock provider, the world's state
-        directory and control socket, listening on the default broker address. Returns the process."""
+        directory and control socket, listening on the default broker address. Returns the process.
+        providers: {name: config} of further providers from BUILD/providers/<name>.so; conf_extra:
+        top-level configuration keys that replace the defaults (both apply at the first start)."""
         d = os.path.join(self.tmp, "broker")
         if not hasattr(self, "broker_dir"):
             self.broker_dir = d
             os.makedirs(os.path.join(d, "identities"))
             os.makedirs(os.path.join(d, "providers"))
-            shutil.copyfile(MOCK_PROVIDER, os.path.join(d, "providers", "mock.so"))
-            os.chmod(os.path.join(d, "providers", "mock.so"), 0o755)
+            for name in ["mock"] + sorted(providers or {}):
+                dst = os.path.join(d, "providers", name + ".so")
+                shutil.copyfile(os.path.join(os.path.dirname(MOCK_PROVIDER), name + ".so"), dst)
+                os.chmod(dst, 0o755)
             conf = {
                 "nodeName": "node-" + self.id,
                 "listen": "%s:%d" % (BROKER, BROKER_PORT),
@@ -433,6 +437,8 @@ class World:
                 "typeProviders": {"0": "mock", "1": "mock", "2": "mock"},
                 "log": {"level": "debug", "format": "json"},
             }
+            conf["providers"].update(providers or {})
+            conf.update(conf_extra or {})
             with open(os.path.join(d, "idbrokerd.json"), "w") as f:
                 json.dump(conf, f)
         with open(os.path.join(d, "identities", "policy.yaml"), "w") as f:

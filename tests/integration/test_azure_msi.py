@@ -2,7 +2,7 @@
 """The azure-msi provider in the real idbrokerd against tests/fixtures/fake-imds.py on 127.0.0.1:
 single-flight of 1000 cold requests, the node-wide IMDS limits (5 concurrent, 20 per second), the retry
 policy (Retry-After, hang, 410 during an update, non-retried 4xx), the error mapping to pods, proactive
-refresh at half-life, and the AzurePodIdentityException pass-through.
+refresh at half-life, and the AzurePodIdentityException pass-through (within the same node-wide limits).
 
 Timing knobs are shortened so the test stays short: the "IMDS answers 410 for 30 s" case uses 3 s, and
 tokens live a few seconds in the refresh test. Assertions only bound waits from below (the provider
@@ -342,6 +342,80 @@ spec:
             equal(st, 200, "an excepted pod gets the node IMDS' answer")
             equal(j(b)["client_id"], cid(77), "... for the identity it asked for (selector kept)")
             no_violations(fake)
+
+
+EXCEPTION = """apiVersion: aadpodidentity.k8s.io/v1
+kind: AzurePodIdentityException
+metadata:
+  name: ex
+  namespace: default
+spec:
+  podLabels:
+    aadpodidbinding: excepted
+---
+"""
+
+
+def test_exception_shared_limits():
+    """Excepted pods' pass-through and the provider's own requests share one node-wide IMDS budget
+    (the host's "imds" limiter, with the limits azure-msi configures)."""
+    n_prov, n_exc, n_exc_pods = 30, 20, 4
+    with FakeImds("--any") as fake:
+        fake.behavior(key="*", mode="slow", delay_ms=300)
+        pol = pods_policy(n_prov, n_ids=n_prov)
+        for k in range(n_exc_pods):
+            pol += pod_yaml("exc%d" % k, "excepted")
+        pol += EXCEPTION
+        with msi_broker(fake, pol, conf={"exceptions": True,
+                                         "metadataProxy": {"endpoint": fake.url}}) as br:
+            register_pods(br, n_prov)
+            for k in range(n_exc_pods):
+                br.register("default", "exc%d" % k, "127.0.9.%d" % (k + 1))
+
+            def one(i):
+                if i < n_exc:
+                    return br.token(R, source="127.0.9.%d" % (i % n_exc_pods + 1),
+                                    extra="&client_id=" + cid(100 + i))
+                return br.token(R, source=pod_ip(i - n_exc))
+
+            res = parallel(n_prov + n_exc, one)
+            ok = [r for r in res if not isinstance(r, Exception) and r[0] == 200]
+            equal(len(ok), n_prov + n_exc, "provider and excepted requests all get 200")
+            st = fake.stats()
+            exc_keys = [k for k in st["by_key"] if k in {cid(100 + i) for i in range(n_exc)}]
+            equal((st["token_requests"], len(exc_keys)), (n_prov + n_exc, n_exc),
+                  "IMDS saw every provider request and every excepted pod's request")
+            check(st["max_concurrent"] <= 5, "IMDS never saw more than 5 concurrent requests, both "
+                  "kinds together (saw %d)" % st["max_concurrent"])
+            check(st["max_per_second"] <= 20, "... nor more than 20 in a second (saw %d)"
+                  % st["max_per_second"])
+            # The excepted requests alone: limited by the very same budget.
+            fake.reset()
+            fake.behavior(key="*", mode="slow", delay_ms=300)
+            res = parallel(n_exc, lambda i: br.token(R, source="127.0.9.%d" % (i % n_exc_pods + 1),
+                                                     extra="&client_id=" + cid(200 + i)))
+            equal(sum(1 for r in res if not isinstance(r, Exception) and r[0] == 200), n_exc,
+                  "a burst of excepted pods' requests all get 200")
+            st = fake.stats()
+            check(st["max_concurrent"] <= 5 and st["max_per_second"] <= 20,
+                  "... within 5 concurrent (saw %d) and 20 per second (saw %d)"
+                  % (st["max_concurrent"], st["max_per_second"]))
+            check(st["max_concurrent"] >= 2, "... and they did run concurrently (saw %d)"
+                  % st["max_concurrent"])
+            no_violations(fake)
+    # The limits are the provider's: maxConcurrent 2 holds the pass-through to 2 as well.
+    with FakeImds("--any") as fake:
+        fake.behavior(key="*", mode="slow", delay_ms=200)
+        pol = pods_policy(1) + pod_yaml("exc0", "excepted") + EXCEPTION
+        with msi_broker(fake, pol, msi={"maxConcurrent": 2, "maxPerSecond": 50},
+                        conf={"exceptions": True, "metadataProxy": {"endpoint": fake.url}}) as br:
+            br.register("default", "exc0", "127.0.9.1")
+            res = parallel(12, lambda i: br.token(R, source="127.0.9.1",
+                                                  extra="&client_id=" + cid(300 + i)))
+            equal(sum(1 for r in res if not isinstance(r, Exception) and r[0] == 200), 12,
+                  "12 excepted requests get 200")
+            st = fake.stats()
+            equal(st["max_concurrent"], 2, "... never more than azure-msi's maxConcurrent (2) at once")
 
 
 NODE_DIR = os.path.join(SOURCE, "tests", "fixtures", "node")

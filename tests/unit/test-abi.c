@@ -2,7 +2,8 @@
 /*
  * Pins the provider ABI 1.0 layout (STYLE R12): reordering, retyping or removing a field of the
  * public structs breaks this test. Appending a field needs a new minor version and new asserts
- * here, never a change to an existing line. Offsets are x86_64 (LP64) ones.
+ * here, never a change to an existing 1.0 offset. Offsets are x86_64 (LP64) ones.
+ * ABI 1.1 appended upstream_limits/acquire/release to struct idb_host_api, at its 1.0 size (72).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,7 +40,11 @@ PIN(struct idb_host_api, now_realtime, 40);
 PIN(struct idb_host_api, now_monotonic_ms, 48);
 PIN(struct idb_host_api, http, 56);
 PIN(struct idb_host_api, issue_via, 64);
-PIN_SIZE(struct idb_host_api, 72);
+/* ABI 1.0 ended at 72; 1.1 appends at exactly that offset. */
+PIN(struct idb_host_api, upstream_limits, 72);
+PIN(struct idb_host_api, upstream_acquire, 80);
+PIN(struct idb_host_api, upstream_release, 88);
+PIN_SIZE(struct idb_host_api, 96);
 
 PIN(struct idb_token_req, size, 0);
 PIN(struct idb_token_req, resource, 8);
@@ -99,7 +104,8 @@ static void test_layout(void **state)
     if (!LAYOUT_PINNED)
         skip();
     assert_int_equal(offsetof(struct idb_provider, destroy), 48);
-    assert_int_equal(sizeof(struct idb_host_api), 72);
+    assert_int_equal(offsetof(struct idb_host_api, upstream_limits), 72); /* the 1.0 size */
+    assert_int_equal(sizeof(struct idb_host_api), 96);
     assert_int_equal(offsetof(struct idb_token_req, deadline_ms), 104);
     assert_int_equal(sizeof(struct idb_token), 72);
 }
@@ -109,7 +115,10 @@ static void test_constants(void **state)
 {
     (void)state;
     assert_int_equal(IDB_PLUGIN_ABI_MAJOR, 1);
-    assert_int_equal(IDB_PLUGIN_ABI_MINOR, 0);
+    assert_int_equal(IDB_PLUGIN_ABI_MINOR, 1);
+    assert_string_equal(IDB_UPSTREAM_IMDS, "imds");
+    assert_int_equal(IDB_UPSTREAM_IMDS_MAX_CONCURRENT, 5);
+    assert_int_equal(IDB_UPSTREAM_IMDS_MAX_PER_SECOND, 20);
     assert_string_equal(IDB_PLUGIN_SYMBOL, "idb_plugin_v1");
     assert_int_equal(IDB_HTTP_MAX_REPLY_BYTES, 1024 * 1024);
     assert_int_equal(IDB_LOG_ERR, 3);
@@ -133,6 +142,11 @@ static void test_has_macros(void **state)
 
     struct idb_host_api h = {.size = sizeof(struct idb_host_api)};
     assert_true(IDB_HOST_HAS(&h, issue_via));
+    assert_true(IDB_HOST_HAS(&h, upstream_release));
+    h.size = 72; /* a 1.0 host */
+    assert_true(IDB_HOST_HAS(&h, issue_via));
+    assert_false(IDB_HOST_HAS(&h, upstream_limits));
+    assert_false(IDB_HOST_HAS(&h, upstream_release));
     struct idb_token t = {.size = sizeof(struct idb_token)};
     assert_true(IDB_TOKEN_HAS(&t, retry_after_s));
 }

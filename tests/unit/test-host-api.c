@@ -328,6 +328,12 @@ static void test_http_get_post(void **state)
                         "method=POST path=/echo x-test= body=grant_type=client_credentials");
     resp_done(&r);
 
+    /* ABI 1.1: PATCH with a body (ARM's identity update). */
+    const char *const js[] = {"Content-Type: application/json", NULL};
+    assert_int_equal(http("PATCH", "/echo", js, "{\"identity\":{}}", 0, &r), 0);
+    assert_string_equal(r.body, "method=PATCH path=/echo x-test= body={\"identity\":{}}");
+    resp_done(&r);
+
     assert_int_equal(http("GET", "/empty", NULL, NULL, 0, &r), 0);
     assert_int_equal(r.status, 204);
     assert_string_equal(r.body, "");
@@ -432,15 +438,127 @@ static void test_http_errors(void **state)
     assert_int_equal(host_api_get()->http(NULL, &r), -EINVAL);
 }
 
+/* ---- upstream limiters (ABI 1.1) ---- */
+
+static void test_upstream_table(void **state)
+{
+    (void)state;
+    const struct idb_host_api *h = host_api_get();
+    assert_int_equal(host_api_init(NULL), 0); /* test_issue_via ended with host_api_done() */
+    assert_true(IDB_HOST_HAS(h, upstream_release));
+    assert_int_equal(h->abi_minor, 1);
+    /* Bad names and limits. */
+    assert_int_equal(h->upstream_limits("", 1, 1), -EINVAL);
+    assert_int_equal(h->upstream_limits("Bad", 1, 1), -EINVAL);
+    assert_int_equal(h->upstream_limits("a/b", 1, 1), -EINVAL);
+    assert_int_equal(h->upstream_limits(NULL, 1, 1), -EINVAL);
+    assert_int_equal(h->upstream_limits("x", 0, 1), -EINVAL);
+    assert_int_equal(h->upstream_limits("x", 1, 0), -EINVAL);
+    assert_int_equal(h->upstream_limits("x", 1, IDB_UPSTREAM_LIMIT_MAX + 1), -EINVAL);
+    assert_int_equal(h->upstream_acquire("nope", h->now_monotonic_ms(), NULL), -ENOENT);
+    assert_int_equal(h->upstream_acquire("No", h->now_monotonic_ms(), NULL), -EINVAL);
+    h->upstream_release("nope"); /* harmless */
+
+    /* "imds" exists from the start, with IMDS' limits: 5 at once. */
+    uint64_t now = h->now_monotonic_ms();
+    for (int i = 0; i < IDB_UPSTREAM_IMDS_MAX_CONCURRENT; i++)
+        assert_int_equal(h->upstream_acquire(IDB_UPSTREAM_IMDS, now, NULL), 0);
+    uint32_t hint = 0;
+    assert_int_equal(h->upstream_acquire(IDB_UPSTREAM_IMDS, now, &hint), -EAGAIN);
+    assert_true(hint > 0);
+    /* Broker-side callers share the very same limiter. */
+    assert_int_equal(host_api_upstream_acquire(IDB_UPSTREAM_IMDS, now, NULL), -EAGAIN);
+    h->upstream_release(IDB_UPSTREAM_IMDS);
+    assert_int_equal(host_api_upstream_acquire(IDB_UPSTREAM_IMDS, h->now_monotonic_ms(), NULL), 0);
+    for (int i = 0; i < IDB_UPSTREAM_IMDS_MAX_CONCURRENT; i++)
+        host_api_upstream_release(IDB_UPSTREAM_IMDS);
+
+    /* Too many upstreams. */
+    int r = 0;
+    for (int i = 0; i < 40 && r == 0; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "u%d", i);
+        r = h->upstream_limits(name, 1, 1);
+    }
+    assert_int_equal(r, -ENOSPC);
+    /* host_api_done() drops them all; init makes "imds" again. */
+    host_api_done();
+    assert_int_equal(host_api_init(NULL), 0);
+    assert_int_equal(h->upstream_acquire("u0", h->now_monotonic_ms(), NULL), -ENOENT);
+    assert_int_equal(h->upstream_acquire(IDB_UPSTREAM_IMDS, h->now_monotonic_ms(), NULL), 0);
+    h->upstream_release(IDB_UPSTREAM_IMDS);
+}
+
+struct waiter {
+    const char *name;
+    uint64_t deadline;
+    int result;
+};
+
+static void *waiter_main(void *arg)
+{
+    struct waiter *w = arg;
+    w->result = host_api_get()->upstream_acquire(w->name, w->deadline, NULL);
+    return NULL;
+}
+
+static void test_upstream_concurrency(void **state)
+{
+    (void)state;
+    const struct idb_host_api *h = host_api_get();
+    assert_int_equal(h->upstream_limits("conc", 1, 1000), 0);
+    assert_int_equal(h->upstream_acquire("conc", h->now_monotonic_ms(), NULL), 0);
+    /* A second caller waits for the release, not for its (far) deadline. */
+    struct waiter w = {"conc", h->now_monotonic_ms() + 60000, 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, waiter_main, &w), 0);
+    h->upstream_release("conc");
+    pthread_join(t, NULL);
+    assert_int_equal(w.result, 0);
+    h->upstream_release("conc");
+    /* New limits apply to the next caller; held slots stay valid. */
+    assert_int_equal(h->upstream_limits("conc", 2, 1000), 0);
+    assert_int_equal(h->upstream_acquire("conc", h->now_monotonic_ms(), NULL), 0);
+    assert_int_equal(h->upstream_acquire("conc", h->now_monotonic_ms(), NULL), 0);
+    assert_int_equal(h->upstream_acquire("conc", h->now_monotonic_ms(), NULL), -EAGAIN);
+    h->upstream_release("conc");
+    h->upstream_release("conc");
+}
+
+static void test_upstream_rate(void **state)
+{
+    (void)state;
+    const struct idb_host_api *h = host_api_get();
+    assert_int_equal(h->upstream_limits("rate", 100, 3), 0);
+    uint64_t t0 = h->now_monotonic_ms();
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h->upstream_acquire("rate", t0, NULL), 0);
+        h->upstream_release("rate");
+    }
+    /* The window is full: the 4th start must wait about a second, whatever the concurrency. */
+    uint32_t hint = 0;
+    assert_int_equal(h->upstream_acquire("rate", t0, &hint), -EAGAIN);
+    assert_true(hint > 0 && hint <= 1100);
+    /* Lowering the rate keeps the newest starts: still no room. */
+    assert_int_equal(h->upstream_limits("rate", 100, 2), 0);
+    assert_int_equal(h->upstream_acquire("rate", h->now_monotonic_ms(), NULL), -EAGAIN);
+    /* Waiting until a start leaves the window succeeds, and not before it left. */
+    assert_int_equal(h->upstream_acquire("rate", h->now_monotonic_ms() + 5000, NULL), 0);
+    assert_true(h->now_monotonic_ms() >= t0 + 1000);
+    h->upstream_release("rate");
+}
+
 int main(void)
 {
     log_setup(IDB_LOG_WARNING, LOG_FORMAT_TEXT, STDERR_FILENO);
     assert_int_equal(host_api_init(NULL), 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),         cmocka_unit_test(test_log_prefix),
-        cmocka_unit_test(test_issue_via),     cmocka_unit_test(test_http_get_post),
-        cmocka_unit_test(test_http_headers),  cmocka_unit_test(test_http_cap),
-        cmocka_unit_test(test_http_no_proxy), cmocka_unit_test(test_http_errors),
+        cmocka_unit_test(test_table),          cmocka_unit_test(test_log_prefix),
+        cmocka_unit_test(test_issue_via),      cmocka_unit_test(test_http_get_post),
+        cmocka_unit_test(test_http_headers),   cmocka_unit_test(test_http_cap),
+        cmocka_unit_test(test_http_no_proxy),  cmocka_unit_test(test_http_errors),
+        cmocka_unit_test(test_upstream_table), cmocka_unit_test(test_upstream_concurrency),
+        cmocka_unit_test(test_upstream_rate),
     };
     int r = cmocka_run_group_tests(tests, server_start, server_stop);
     host_api_done();
