@@ -43,6 +43,7 @@
 
 #define HOST_CHANNEL_FD 3
 #define EXE_FD_MIN 10
+#define HELD_MAX 16 /* upstream names; the limiters' own cap */
 #define RESTART_MIN_MS 100u
 #define RESTART_MAX_MS 10000u
 #define STABLE_MS 10000u      /* a host that lived this long resets the backoff */
@@ -89,6 +90,12 @@ struct provider_client {
     uint64_t restarts;
     unsigned via_running;
     pthread_t thread;
+    /* Upstream limiter slots the current host holds (granted, not yet released): given back when it
+     * dies. */
+    struct held {
+        char name[IDB_UPSTREAM_NAME_MAX + 1];
+        unsigned n;
+    } held[HELD_MAX];
 
     pthread_mutex_t write_lock;
     int fd;       /* the channel; -1 when no host */
@@ -293,23 +300,55 @@ static int send_frame(struct provider_client *pc, uint64_t gen, const uint8_t *f
     return r;
 }
 
-/* Reads the answer to a request of the start-up exchange, which runs before any call. */
-static int read_answer(int fd, enum pp_type want, uint64_t id, uint8_t **ret_frame, size_t *ret_len,
-                       struct pp_msg *ret_msg)
+static int up_serve(struct provider_client *pc, uint64_t gen, const struct pp_msg *m,
+                    uint32_t *ret_hint);
+static void up_release(struct provider_client *pc, const struct pp_msg *m);
+static void held_release_all(struct provider_client *pc);
+
+/* Reads the answer to a request of the start-up exchange, which runs before any call. A provider's
+ * init() may set its upstream limits meanwhile: those calls are served here, in order. */
+static int read_answer(struct provider_client *pc, int fd, enum pp_type want, uint64_t id,
+                       uint8_t **ret_frame, size_t *ret_len, struct pp_msg *ret_msg)
 {
-    uint8_t *f = NULL;
-    size_t len = 0;
-    int r = provider_proto_read(fd, now_monotonic_ms() + LOAD_TIMEOUT_MS, &f, &len);
-    if (r < 0)
-        return r;
-    r = provider_proto_decode(f, len, ret_msg);
-    if (r < 0 || ret_msg->type != want || ret_msg->id != id) {
-        frame_free(f, len);
-        return -EBADMSG;
+    uint64_t deadline = now_monotonic_ms() + LOAD_TIMEOUT_MS;
+    for (;;) {
+        uint8_t *f = NULL;
+        size_t len = 0;
+        int r = provider_proto_read(fd, deadline, &f, &len);
+        if (r < 0)
+            return r;
+        r = provider_proto_decode(f, len, ret_msg);
+        if (r >= 0 && (ret_msg->type == PP_UP_LIMITS || ret_msg->type == PP_UP_ACQUIRE)) {
+            uint32_t hint = 0;
+            /* The host being started is not published yet: it will be generation gen + 1. */
+            pthread_mutex_lock(&pc->lock);
+            uint64_t gen = pc->gen + 1;
+            pthread_mutex_unlock(&pc->lock);
+            int code = up_serve(pc, gen, ret_msg, &hint);
+            uint64_t mid = ret_msg->id;
+            frame_free(f, len);
+            r = provider_proto_encode_up_result(mid, code, hint, &f, &len);
+            if (r >= 0) {
+                r = provider_proto_write(fd, f, len);
+                frame_free(f, len);
+            }
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (r >= 0 && ret_msg->type == PP_UP_RELEASE) {
+            up_release(pc, ret_msg);
+            frame_free(f, len);
+            continue;
+        }
+        if (r < 0 || ret_msg->type != want || ret_msg->id != id) {
+            frame_free(f, len);
+            return -EBADMSG;
+        }
+        *ret_frame = f;
+        *ret_len = len;
+        return 0;
     }
-    *ret_frame = f;
-    *ret_len = len;
-    return 0;
 }
 
 /* Asks the host at fd to load one provider. Returns the plugin's result: 0 with *ret_info, or < 0
@@ -332,7 +371,7 @@ static int host_load(struct provider_client *pc, int fd, const char *name, const
     if (r < 0)
         return r;
     struct pp_msg m;
-    r = read_answer(fd, PP_LOADED, id, &f, &len, &m);
+    r = read_answer(pc, fd, PP_LOADED, id, &f, &len, &m);
     if (r < 0)
         return r;
     *ret_channel_ok = true;
@@ -393,7 +432,7 @@ static int host_start(struct provider_client *pc, char **ret_error)
     if (r >= 0) {
         /* The answer proves the program started and speaks this protocol. */
         struct pp_msg m;
-        r = read_answer(fd, PP_INIT_OK, 0, &f, &len, &m);
+        r = read_answer(pc, fd, PP_INIT_OK, 0, &f, &len, &m);
         if (r >= 0)
             frame_free(f, len);
     }
@@ -410,6 +449,7 @@ static int host_start(struct provider_client *pc, char **ret_error)
     if (r < 0) {
         close(fd);
         host_reap(pid, 0, why, sizeof(why));
+        held_release_all(pc);
         if (ret_error)
             *ret_error = strdup_printf("the provider host (pid %d) did not start: %s; it %s",
                                        (int)pid, idb_strerror(r), why);
@@ -431,6 +471,92 @@ int provider_client_start(struct provider_client *pc, char **ret_error)
     if (pc->thread_started || pc->fd >= 0)
         return -EALREADY;
     return host_start(pc, ret_error);
+}
+
+/* Counts a slot of `name` as held by the current host; lock held. Returns false if it cannot be
+ * counted (then the caller gives it back at once). */
+static bool held_add(struct provider_client *pc, const char *name)
+{
+    struct held *free_slot = NULL;
+    for (size_t i = 0; i < HELD_MAX; i++) {
+        if (pc->held[i].n > 0 && streq(pc->held[i].name, name)) {
+            pc->held[i].n++;
+            return true;
+        }
+        if (pc->held[i].n == 0 && !free_slot)
+            free_slot = &pc->held[i];
+    }
+    if (!free_slot || strlen(name) > IDB_UPSTREAM_NAME_MAX)
+        return false;
+    memcpy(free_slot->name, name, strlen(name) + 1);
+    free_slot->n = 1;
+    return true;
+}
+
+/* Uncounts one slot of `name`; lock held. Returns whether the host held one. */
+static bool held_remove(struct provider_client *pc, const char *name)
+{
+    for (size_t i = 0; i < HELD_MAX; i++)
+        if (pc->held[i].n > 0 && streq(pc->held[i].name, name)) {
+            pc->held[i].n--;
+            return true;
+        }
+    return false;
+}
+
+/* Gives back every slot the host held. */
+static void held_release_all(struct provider_client *pc)
+{
+    struct held held[HELD_MAX];
+    pthread_mutex_lock(&pc->lock);
+    memcpy(held, pc->held, sizeof(held));
+    memset(pc->held, 0, sizeof(pc->held));
+    pthread_mutex_unlock(&pc->lock);
+    for (size_t i = 0; i < HELD_MAX; i++)
+        for (unsigned k = 0; k < held[i].n; k++)
+            host_api_upstream_release(held[i].name);
+}
+
+/* A limiter call of the host, served by the broker's limiters (the node's). Returns the code for
+ * PP_UP_RESULT, and *ret_hint. Blocks up to the acquire's deadline. `gen` is the host's: a slot
+ * granted to a host that is gone meanwhile is given back at once. */
+static int up_serve(struct provider_client *pc, uint64_t gen, const struct pp_msg *m,
+                    uint32_t *ret_hint)
+{
+    const char *name = m->str[PP_T_UPSTREAM];
+    *ret_hint = 0;
+    if (m->type == PP_UP_LIMITS) {
+        uint64_t c = m->num[PP_T_MAX_CONCURRENT], ps = m->num[PP_T_MAX_PER_SECOND];
+        if (c > UINT32_MAX || ps > UINT32_MAX)
+            return -EINVAL;
+        return host_api_upstream_limits(name, (uint32_t)c, (uint32_t)ps);
+    }
+    /* An acquire waits no longer than any call may. */
+    uint64_t cap = now_monotonic_ms() + pc->o.timeout_ms;
+    uint64_t deadline = m->num[PP_T_DEADLINE_MS] < cap ? m->num[PP_T_DEADLINE_MS] : cap;
+    int r = host_api_upstream_acquire(name, deadline, ret_hint);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&pc->lock);
+    bool counted = gen == pc->gen + (pc->pid > 0 ? 0 : 1) && held_add(pc, name);
+    pthread_mutex_unlock(&pc->lock);
+    if (!counted) {
+        host_api_upstream_release(name);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+/* A PP_UP_RELEASE: gives back a slot the host held (and nothing else: a host cannot release the
+ * broker's own slots). */
+static void up_release(struct provider_client *pc, const struct pp_msg *m)
+{
+    const char *name = m->str[PP_T_UPSTREAM];
+    pthread_mutex_lock(&pc->lock);
+    bool held = held_remove(pc, name);
+    pthread_mutex_unlock(&pc->lock);
+    if (held)
+        host_api_upstream_release(name);
 }
 
 /*
@@ -470,6 +596,7 @@ static unsigned host_down(struct provider_client *pc, uint32_t grace_ms, char *w
         pthread_cond_signal(&p->cond);
     }
     pthread_mutex_unlock(&pc->lock);
+    held_release_all(pc);
 
     pthread_mutex_lock(&pc->write_lock);
     if (pc->fd >= 0)
@@ -703,17 +830,34 @@ static void *via_run(void *ud)
 {
     struct via_job *j = ud;
     struct provider_client *pc = j->pc;
-    struct idb_token_req req;
-    struct idb_token tok = {.size = sizeof(tok)};
-    int r = provider_proto_get_request(&j->msg, &req);
-    if (r < 0)
-        r = -EINVAL;
-    else if (!pc->o.via)
-        r = -ENOTSUP;
-    else
-        r = pc->o.via(pc->o.via_ud, j->msg.str[PP_T_PROVIDER], &req, &tok);
-    via_answer(pc, j->gen, j->msg.id, r, &tok);
-    token_done(&tok);
+    if (j->msg.type == PP_UP_LIMITS || j->msg.type == PP_UP_ACQUIRE) {
+        uint32_t hint = 0;
+        int code = up_serve(pc, j->gen, &j->msg, &hint);
+        uint8_t *f = NULL;
+        size_t len = 0;
+        if (provider_proto_encode_up_result(j->msg.id, code, hint, &f, &len) >= 0 &&
+            send_frame(pc, j->gen, f, len) < 0 && code == 0) {
+            /* The host never learns of its slot: give it back (if the host still counts it). */
+            pthread_mutex_lock(&pc->lock);
+            bool held = held_remove(pc, j->msg.str[PP_T_UPSTREAM]);
+            pthread_mutex_unlock(&pc->lock);
+            if (held)
+                host_api_upstream_release(j->msg.str[PP_T_UPSTREAM]);
+        }
+        free(f);
+    } else {
+        struct idb_token_req req;
+        struct idb_token tok = {.size = sizeof(tok)};
+        int r = provider_proto_get_request(&j->msg, &req);
+        if (r < 0)
+            r = -EINVAL;
+        else if (!pc->o.via)
+            r = -ENOTSUP;
+        else
+            r = pc->o.via(pc->o.via_ud, j->msg.str[PP_T_PROVIDER], &req, &tok);
+        via_answer(pc, j->gen, j->msg.id, r, &tok);
+        token_done(&tok);
+    }
     via_job_free(j);
     pthread_mutex_lock(&pc->lock);
     pc->via_running--;
@@ -754,8 +898,8 @@ static void on_via(struct provider_client *pc, uint64_t gen, uint8_t *frame, siz
         pthread_cond_broadcast(&pc->cond);
         pthread_mutex_unlock(&pc->lock);
     }
-    log_warning("provider host: issue_via request for '%s' dropped (%u running)",
-                j->msg.str[PP_T_PROVIDER], (unsigned)PROVIDER_HOST_MAX_VIA);
+    log_warning("provider host: a request to the broker dropped (%u running)",
+                (unsigned)PROVIDER_HOST_MAX_VIA);
     via_job_free(j);
 }
 
@@ -776,13 +920,19 @@ static int serve(struct provider_client *pc)
             return r;
         struct pp_msg m;
         r = provider_proto_decode(f, len, &m);
-        if (r < 0 || (m.type != PP_RESULT && m.type != PP_VIA)) {
+        if (r >= 0 && m.type == PP_UP_RELEASE) {
+            up_release(pc, &m);
+            frame_free(f, len);
+            continue;
+        }
+        if (r < 0 || (m.type != PP_RESULT && m.type != PP_VIA && m.type != PP_UP_LIMITS &&
+                      m.type != PP_UP_ACQUIRE)) {
             frame_free(f, len);
             log_error("provider host sent an invalid frame (%s), restarting it",
                       r < 0 ? idb_strerror(r) : "unexpected type");
             return -EBADMSG;
         }
-        if (m.type == PP_VIA) {
+        if (m.type != PP_RESULT) {
             on_via(pc, gen, f, len, &m);
             continue;
         }

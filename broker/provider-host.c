@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -27,13 +28,15 @@
 
 #define MAX_SLOTS 64 /* providers; the loader's own cap */
 
-/* A host->issue_via() waiting for the broker's answer. Lives on the waiting thread's stack. */
+/* A host->issue_via() or limiter call waiting for the broker's answer. Lives on the waiting
+ * thread's stack. */
 struct via_wait {
     uint64_t id;
     pthread_cond_t cond;
     bool done;
     int code;
-    struct idb_token tok;
+    struct idb_token tok; /* PP_VIA_RESULT */
+    uint32_t hint_ms;     /* PP_UP_RESULT */
     struct via_wait *next;
 };
 
@@ -214,22 +217,81 @@ static int on_load(const struct pp_msg *m)
     return r;
 }
 
-/* A PP_VIA_RESULT: hands the answer to the thread waiting for it (if it still waits). */
-static void on_via_result(const struct pp_msg *m)
+/* Finds and unlinks the waiter for id; H.lock held. */
+static struct via_wait *waiter_take(uint64_t id)
 {
-    pthread_mutex_lock(&H.lock);
     for (struct via_wait **pw = &H.vias; *pw; pw = &(*pw)->next) {
         struct via_wait *w = *pw;
-        if (w->id != m->id)
-            continue;
-        *pw = w->next;
-        if (provider_proto_get_result(m, &w->code, &w->tok) < 0)
+        if (w->id == id) {
+            *pw = w->next;
+            return w;
+        }
+    }
+    return NULL;
+}
+
+/* A PP_VIA_RESULT or PP_UP_RESULT: hands the answer to the thread waiting for it (if it still
+ * waits). */
+static void on_answer(const struct pp_msg *m)
+{
+    pthread_mutex_lock(&H.lock);
+    struct via_wait *w = waiter_take(m->id);
+    if (w) {
+        if (m->type == PP_UP_RESULT) {
+            int64_t code = (int64_t)m->num[PP_T_CODE];
+            w->code = code <= 0 && code >= INT_MIN ? (int)code : -EPROTO;
+            w->hint_ms =
+                m->num[PP_T_HINT_MS] > UINT32_MAX ? UINT32_MAX : (uint32_t)m->num[PP_T_HINT_MS];
+        } else if (provider_proto_get_result(m, &w->code, &w->tok) < 0)
             w->code = IDB_E_UPSTREAM_BAD_REPLY;
         w->done = true;
         pthread_cond_signal(&w->cond);
-        break;
     }
     pthread_mutex_unlock(&H.lock);
+}
+
+/* Registers w (zeroed by the caller) for an answer of the broker and gives it an id. Before the
+ * first call the broker reads only load answers and limiter calls: only those may ask it then.
+ * Returns 0, -EPIPE (channel closed) or -ENOTSUP (too early). */
+static int wait_begin(struct via_wait *w, bool early_ok)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&H.lock);
+    int r = H.closed ? -EPIPE : !H.issued && !early_ok ? -ENOTSUP : 0;
+    if (r == 0) {
+        w->id = ++H.via_next;
+        w->next = H.vias;
+        H.vias = w;
+    }
+    pthread_mutex_unlock(&H.lock);
+    if (r < 0)
+        pthread_cond_destroy(&w->cond);
+    return r;
+}
+
+/* Sends the request (send_r: how building and sending it went) and waits for the answer until
+ * deadline_ms. Returns 0 with w->done set, -ETIMEDOUT, -EPIPE (channel closed) or send_r. */
+static int wait_end(struct via_wait *w, int send_r, uint64_t deadline_ms)
+{
+    pthread_mutex_lock(&H.lock);
+    if (send_r >= 0) {
+        struct timespec ts = {.tv_sec = (time_t)(deadline_ms / 1000),
+                              .tv_nsec = (long)(deadline_ms % 1000) * 1000000L};
+        while (!w->done && !H.closed && now_monotonic_ms() < deadline_ms)
+            pthread_cond_timedwait(&w->cond, &H.lock, &ts);
+    }
+    int r = 0;
+    if (!w->done) {
+        waiter_take(w->id);
+        r = send_r < 0 ? send_r : H.closed ? -EPIPE : -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&H.lock);
+    pthread_cond_destroy(&w->cond);
+    return r;
 }
 
 /* host->issue_via() in the host: a PP_VIA to the broker, then wait for its PP_VIA_RESULT. req and
@@ -237,61 +299,85 @@ static void on_via_result(const struct pp_msg *m)
 static int host_via(const char *provider, const struct idb_token_req *req, struct idb_token *ret)
 {
     struct via_wait w = {.tok = {.size = sizeof(w.tok)}};
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    /* issue_via is for issue(), not init(). */
+    int r = wait_begin(&w, false);
+    if (r < 0)
+        return r == -EPIPE ? IDB_E_UPSTREAM_UNAVAILABLE : r;
     uint64_t deadline = req->deadline_ms ? req->deadline_ms : now_monotonic_ms() + H.timeout_ms;
-
-    pthread_mutex_lock(&H.lock);
-    if (H.closed || !H.issued) {
-        /* Before the first call the broker is still loading providers and reads only their
-         * answers: issue_via is for issue(), not init(). */
-        bool closed = H.closed;
-        pthread_mutex_unlock(&H.lock);
-        pthread_cond_destroy(&w.cond);
-        return closed ? IDB_E_UPSTREAM_UNAVAILABLE : -ENOTSUP;
-    }
-    w.id = ++H.via_next;
-    w.next = H.vias;
-    H.vias = &w;
-    pthread_mutex_unlock(&H.lock);
-
     uint8_t *f = NULL;
     size_t len = 0;
-    int r = provider_proto_encode_request(PP_VIA, w.id, provider, req, &f, &len);
+    r = provider_proto_encode_request(PP_VIA, w.id, provider, req, &f, &len);
     if (r >= 0)
         r = send_frame(f, len);
     free(f);
-
-    pthread_mutex_lock(&H.lock);
-    if (r >= 0) {
-        struct timespec ts = {.tv_sec = (time_t)(deadline / 1000),
-                              .tv_nsec = (long)(deadline % 1000) * 1000000L};
-        while (!w.done && !H.closed && now_monotonic_ms() < deadline)
-            pthread_cond_timedwait(&w.cond, &H.lock, &ts);
-    }
-    if (!w.done) {
-        for (struct via_wait **pw = &H.vias; *pw; pw = &(*pw)->next)
-            if (*pw == &w) {
-                *pw = w.next;
-                break;
-            }
-        if (r >= 0)
-            r = H.closed ? IDB_E_UPSTREAM_UNAVAILABLE : IDB_E_PROVIDER_TIMEOUT;
-    } else {
-        r = w.code;
-        uint32_t size = ret->size;
-        memcpy(ret, &w.tok, size < sizeof(w.tok) ? size : sizeof(w.tok));
-        ret->size = size;
-        memset(&w.tok, 0, sizeof(w.tok));
-    }
-    pthread_mutex_unlock(&H.lock);
-    token_done(&w.tok);
-    pthread_cond_destroy(&w.cond);
-    return r;
+    r = wait_end(&w, r, deadline);
+    if (r == -ETIMEDOUT)
+        return IDB_E_PROVIDER_TIMEOUT;
+    if (r == -EPIPE)
+        return IDB_E_UPSTREAM_UNAVAILABLE;
+    if (r < 0)
+        return r;
+    uint32_t size = ret->size;
+    memcpy(ret, &w.tok, size < sizeof(w.tok) ? size : sizeof(w.tok));
+    ret->size = size;
+    return w.code;
 }
+
+/* The limiter calls, sent to the broker (host_upstream_router). An acquire waits for the broker's
+ * answer a little past its deadline, since the broker answers -EAGAIN only then. */
+#define UP_ANSWER_SLACK_MS 2000
+
+static int up_limits(const char *name, uint32_t max_concurrent, uint32_t max_per_second)
+{
+    struct via_wait w = {0};
+    int r = wait_begin(&w, true);
+    if (r < 0)
+        return r;
+    uint8_t *f = NULL;
+    size_t len = 0;
+    r = provider_proto_encode_up_limits(w.id, name, max_concurrent, max_per_second, &f, &len);
+    if (r >= 0)
+        r = send_frame(f, len);
+    free(f);
+    r = wait_end(&w, r, now_monotonic_ms() + H.timeout_ms + UP_ANSWER_SLACK_MS);
+    return r < 0 ? r : w.code;
+}
+
+static int up_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms)
+{
+    struct via_wait w = {0};
+    int r = wait_begin(&w, true);
+    if (r < 0)
+        return r == -EPIPE ? -EAGAIN : r;
+    uint8_t *f = NULL;
+    size_t len = 0;
+    r = provider_proto_encode_up_acquire(w.id, name, deadline_ms, &f, &len);
+    if (r >= 0)
+        r = send_frame(f, len);
+    free(f);
+    r = wait_end(&w, r, deadline_ms + UP_ANSWER_SLACK_MS);
+    if (r < 0)
+        return -EAGAIN; /* the broker releases a slot it granted to a host that is gone */
+    if (hint_ms && w.code == -EAGAIN)
+        *hint_ms = w.hint_ms;
+    return w.code;
+}
+
+static void up_release(const char *name)
+{
+    uint8_t *f = NULL;
+    size_t len = 0;
+    if (provider_proto_encode_up_release(name, &f, &len) < 0)
+        return;
+    (void)send_frame(f, len);
+    free(f);
+}
+
+static const struct host_upstream_router up_router = {
+    .limits = up_limits,
+    .acquire = up_acquire,
+    .release = up_release,
+};
 
 /* Signals: see provider-host.h. */
 static void setup_signals(void)
@@ -347,6 +433,7 @@ int provider_host_main(int fd)
         return 1;
     }
     H.plugins = plugin_set_new();
+    host_api_set_upstream_router(&up_router);
     if (!H.plugins || host_api_init(host_via) < 0) {
         log_error("provider host: out of memory at start");
         return 1;
@@ -379,8 +466,8 @@ int provider_host_main(int fd)
         }
         if (r >= 0 && m.type == PP_LOAD)
             r = on_load(&m);
-        else if (r >= 0 && m.type == PP_VIA_RESULT)
-            on_via_result(&m);
+        else if (r >= 0 && (m.type == PP_VIA_RESULT || m.type == PP_UP_RESULT))
+            on_answer(&m);
         else if (r >= 0 && m.type == PP_SET_LOG && m.num[PP_T_LOG_LEVEL] <= 7 &&
                  m.num[PP_T_LOG_FORMAT] <= LOG_FORMAT_TEXT)
             log_setup((int)m.num[PP_T_LOG_LEVEL], (enum log_format)m.num[PP_T_LOG_FORMAT],

@@ -26,7 +26,8 @@ static const uint64_t number_tags =
     BIT(PP_T_IDENTITY_TYPE) | BIT(PP_T_DEADLINE_MS) | BIT(PP_T_CODE) | BIT(PP_T_EXPIRES_ON) |
     BIT(PP_T_NOT_BEFORE) | BIT(PP_T_EXT_EXPIRES_IN) | BIT(PP_T_UPSTREAM_STATUS) |
     BIT(PP_T_RETRY_AFTER) | BIT(PP_T_ABI_MAJOR) | BIT(PP_T_ABI_MINOR) | BIT(PP_T_LOG_LEVEL) |
-    BIT(PP_T_LOG_FORMAT) | BIT(PP_T_TIMEOUT_MS) | BIT(PP_T_MAX_CALLS);
+    BIT(PP_T_LOG_FORMAT) | BIT(PP_T_TIMEOUT_MS) | BIT(PP_T_MAX_CALLS) | BIT(PP_T_MAX_CONCURRENT) |
+    BIT(PP_T_MAX_PER_SECOND) | BIT(PP_T_HINT_MS);
 
 #define REQUEST_TAGS                                                                               \
     (BIT(PP_T_PROVIDER) | BIT(PP_T_RESOURCE) | BIT(PP_T_IDENTITY_NAME) |                           \
@@ -59,6 +60,12 @@ static const struct {
     [PP_SET_LOG] = {BIT(PP_T_LOG_LEVEL) | BIT(PP_T_LOG_FORMAT),
                     BIT(PP_T_LOG_LEVEL) | BIT(PP_T_LOG_FORMAT)},
     [PP_INIT_OK] = {0, 0},
+    [PP_UP_LIMITS] = {BIT(PP_T_UPSTREAM) | BIT(PP_T_MAX_CONCURRENT) | BIT(PP_T_MAX_PER_SECOND),
+                      BIT(PP_T_UPSTREAM) | BIT(PP_T_MAX_CONCURRENT) | BIT(PP_T_MAX_PER_SECOND)},
+    [PP_UP_ACQUIRE] = {BIT(PP_T_UPSTREAM) | BIT(PP_T_DEADLINE_MS),
+                       BIT(PP_T_UPSTREAM) | BIT(PP_T_DEADLINE_MS)},
+    [PP_UP_RELEASE] = {BIT(PP_T_UPSTREAM), BIT(PP_T_UPSTREAM)},
+    [PP_UP_RESULT] = {BIT(PP_T_CODE) | BIT(PP_T_HINT_MS), BIT(PP_T_CODE)},
 };
 
 static uint32_t get_u32(const uint8_t *p)
@@ -331,6 +338,70 @@ int provider_proto_encode_loaded(uint64_t id, int code, const char *error, const
 {
     struct loaded_args a = {code < 0 ? code : 0, error, version, path, abi_major, abi_minor};
     return encode(PP_LOADED, id, fill_loaded, &a, ret_frame, ret_len);
+}
+
+struct up_args {
+    const char *name;
+    uint64_t a, b;
+    int code;
+    enum pp_type type;
+};
+
+static void fill_up(struct writer *w, const void *ud)
+{
+    const struct up_args *u = ud;
+    switch (u->type) {
+    case PP_UP_LIMITS:
+        w_str(w, PP_T_UPSTREAM, u->name);
+        w_num(w, PP_T_MAX_CONCURRENT, u->a);
+        w_num(w, PP_T_MAX_PER_SECOND, u->b);
+        break;
+    case PP_UP_ACQUIRE:
+        w_str(w, PP_T_UPSTREAM, u->name);
+        w_num(w, PP_T_DEADLINE_MS, u->a);
+        break;
+    case PP_UP_RELEASE:
+        w_str(w, PP_T_UPSTREAM, u->name);
+        break;
+    default:
+        w_num(w, PP_T_CODE, (uint64_t)(int64_t)u->code);
+        if (u->a)
+            w_num(w, PP_T_HINT_MS, u->a);
+        break;
+    }
+}
+
+int provider_proto_encode_up_limits(uint64_t id, const char *name, uint32_t max_concurrent,
+                                    uint32_t max_per_second, uint8_t **ret_frame, size_t *ret_len)
+{
+    if (!name)
+        return -EINVAL;
+    struct up_args u = {name, max_concurrent, max_per_second, 0, PP_UP_LIMITS};
+    return encode(PP_UP_LIMITS, id, fill_up, &u, ret_frame, ret_len);
+}
+
+int provider_proto_encode_up_acquire(uint64_t id, const char *name, uint64_t deadline_ms,
+                                     uint8_t **ret_frame, size_t *ret_len)
+{
+    if (!name)
+        return -EINVAL;
+    struct up_args u = {name, deadline_ms, 0, 0, PP_UP_ACQUIRE};
+    return encode(PP_UP_ACQUIRE, id, fill_up, &u, ret_frame, ret_len);
+}
+
+int provider_proto_encode_up_release(const char *name, uint8_t **ret_frame, size_t *ret_len)
+{
+    if (!name)
+        return -EINVAL;
+    struct up_args u = {name, 0, 0, 0, PP_UP_RELEASE};
+    return encode(PP_UP_RELEASE, 0, fill_up, &u, ret_frame, ret_len);
+}
+
+int provider_proto_encode_up_result(uint64_t id, int code, uint32_t hint_ms, uint8_t **ret_frame,
+                                    size_t *ret_len)
+{
+    struct up_args u = {NULL, hint_ms, 0, code < 0 ? code : 0, PP_UP_RESULT};
+    return encode(PP_UP_RESULT, id, fill_up, &u, ret_frame, ret_len);
 }
 
 struct request_args {

@@ -44,6 +44,12 @@ enum pp_type {
     PP_VIA_RESULT = 7, /* broker -> host: the answer to PP_VIA */
     PP_SET_LOG = 8,    /* broker -> host: new log level and format (reload) */
     PP_INIT_OK = 9,    /* host -> broker: the answer to PP_INIT; no fields */
+    /* A plugin's upstream limiter calls (host API 1.1), served by the broker's limiters, which are
+     * the node's: */
+    PP_UP_LIMITS = 10,  /* host -> broker: upstream_limits(); answered by PP_UP_RESULT */
+    PP_UP_ACQUIRE = 11, /* host -> broker: upstream_acquire(); answered by PP_UP_RESULT */
+    PP_UP_RELEASE = 12, /* host -> broker: upstream_release(); no answer */
+    PP_UP_RESULT = 13,  /* broker -> host: code, and hint_ms for an acquire */
     _PP_TYPE_MAX,
 };
 
@@ -82,6 +88,10 @@ enum pp_tag {
     PP_T_LOG_FORMAT, /* number: 0..1 */
     PP_T_TIMEOUT_MS, /* number: uint32 */
     PP_T_MAX_CALLS,  /* number: uint32, >= 1 */
+    PP_T_UPSTREAM,
+    PP_T_MAX_CONCURRENT, /* number: uint32 */
+    PP_T_MAX_PER_SECOND, /* number: uint32 */
+    PP_T_HINT_MS,        /* number: uint32 */
     _PP_TAG_MAX,
 };
 
@@ -137,6 +147,15 @@ int provider_proto_encode_request(enum pp_type type, uint64_t id, const char *pr
  * fields (upstream_status, upstream_error, retry_after_s). code > 0 is sent as 0. */
 int provider_proto_encode_result(enum pp_type type, uint64_t id, int code,
                                  const struct idb_token *tok, uint8_t **ret_frame, size_t *ret_len);
+
+/* Upstream limiter calls and their answer. */
+int provider_proto_encode_up_limits(uint64_t id, const char *name, uint32_t max_concurrent,
+                                    uint32_t max_per_second, uint8_t **ret_frame, size_t *ret_len);
+int provider_proto_encode_up_acquire(uint64_t id, const char *name, uint64_t deadline_ms,
+                                     uint8_t **ret_frame, size_t *ret_len);
+int provider_proto_encode_up_release(const char *name, uint8_t **ret_frame, size_t *ret_len);
+int provider_proto_encode_up_result(uint64_t id, int code, uint32_t hint_ms, uint8_t **ret_frame,
+                                    size_t *ret_len);
 
 /* Fills *ret (all 1.0 fields; strings borrowed from m) from a PP_ISSUE or PP_VIA message. Returns 0
  * or -EBADMSG (wrong type, a number out of range). */

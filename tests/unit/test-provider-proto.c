@@ -261,6 +261,36 @@ static void test_control_round_trip(void **state)
     assert_int_equal(m.present, 0);
     free(f);
 
+    /* The upstream limiter calls and their answer. */
+    assert_int_equal(provider_proto_encode_up_limits(5, "imds", 5, 20, &f, &len), 0);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_int_equal(m.type, PP_UP_LIMITS);
+    assert_string_equal(m.str[PP_T_UPSTREAM], "imds");
+    assert_int_equal(m.num[PP_T_MAX_CONCURRENT], 5);
+    assert_int_equal(m.num[PP_T_MAX_PER_SECOND], 20);
+    free(f);
+    assert_int_equal(provider_proto_encode_up_acquire(6, "imds", 987654321, &f, &len), 0);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_int_equal(m.type, PP_UP_ACQUIRE);
+    assert_int_equal(m.id, 6);
+    assert_int_equal(m.num[PP_T_DEADLINE_MS], 987654321);
+    free(f);
+    assert_int_equal(provider_proto_encode_up_release("imds", &f, &len), 0);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_int_equal(m.type, PP_UP_RELEASE);
+    free(f);
+    assert_int_equal(provider_proto_encode_up_result(6, -EAGAIN, 250, &f, &len), 0);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_int_equal(m.type, PP_UP_RESULT);
+    assert_int_equal((int)(int64_t)m.num[PP_T_CODE], -EAGAIN);
+    assert_int_equal(m.num[PP_T_HINT_MS], 250);
+    free(f);
+    assert_int_equal(provider_proto_encode_up_result(7, 0, 0, &f, &len), 0);
+    assert_int_equal(provider_proto_decode(f, len, &m), 0);
+    assert_false(provider_proto_has(&m, PP_T_HINT_MS));
+    free(f);
+    assert_int_equal(provider_proto_encode_up_acquire(6, NULL, 1, &f, &len), -EINVAL);
+
     assert_int_equal(provider_proto_encode_set_log(3, 0, &f, &len), 0);
     assert_int_equal(provider_proto_decode(f, len, &m), 0);
     assert_int_equal(m.type, PP_SET_LOG);
