@@ -49,6 +49,7 @@ static struct {
     uint32_t timeout_ms, max_calls;
     unsigned running[MAX_SLOTS]; /* issue() calls running, by the provider's index in the set */
     unsigned running_total;
+    unsigned loading; /* load threads running */
     bool issued; /* a call was dispatched: no more loading (init() never runs beside issue()) */
     bool closed; /* the channel ended */
     struct via_wait *vias;
@@ -189,7 +190,7 @@ static void on_issue(uint8_t *frame, size_t len, const struct pp_msg *m)
 }
 
 /* A PP_LOAD: the broker's strict loader, in this process. */
-static int on_load(const struct pp_msg *m)
+static int load_one(const struct pp_msg *m)
 {
     const char *name = m->str[PP_T_PROVIDER];
     _cleanup_free_ char *err = NULL;
@@ -214,6 +215,57 @@ static int on_load(const struct pp_msg *m)
         return r;
     r = send_frame(f, len);
     frame_free(f, len);
+    return r;
+}
+
+struct load_job {
+    uint8_t *frame;
+    size_t len;
+    struct pp_msg msg;
+};
+
+static void *load_run(void *ud)
+{
+    struct load_job *j = ud;
+    int r = load_one(&j->msg);
+    if (r < 0)
+        log_error("provider host: cannot answer a load request: %s", idb_strerror(r));
+    frame_free(j->frame, j->len);
+    free(j);
+    pthread_mutex_lock(&H.lock);
+    H.loading--;
+    pthread_mutex_unlock(&H.lock);
+    return NULL;
+}
+
+/* Loads on a thread of its own, so that the main thread goes on reading: a provider's init() may
+ * ask the broker something (its upstream limits) and wait for the answer. The broker sends one
+ * load at a time and no call before the last answer, so init() still runs alone. Takes the frame.
+ */
+static int on_load(uint8_t *frame, size_t len, const struct pp_msg *m)
+{
+    struct load_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        frame_free(frame, len);
+        return -ENOMEM;
+    }
+    *j = (struct load_job){.frame = frame, .len = len, .msg = *m};
+    pthread_mutex_lock(&H.lock);
+    H.loading++;
+    pthread_mutex_unlock(&H.lock);
+    pthread_attr_t a;
+    pthread_t th;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int r = -pthread_create(&th, &a, load_run, j);
+    pthread_attr_destroy(&a);
+    if (r == 0)
+        return 0;
+    pthread_mutex_lock(&H.lock);
+    H.loading--;
+    pthread_mutex_unlock(&H.lock);
+    frame_free(j->frame, j->len);
+    free(j);
     return r;
 }
 
@@ -464,9 +516,12 @@ int provider_host_main(int fd)
             on_issue(f, len, &m);
             continue;
         }
-        if (r >= 0 && m.type == PP_LOAD)
-            r = on_load(&m);
-        else if (r >= 0 && (m.type == PP_VIA_RESULT || m.type == PP_UP_RESULT))
+        if (r >= 0 && m.type == PP_LOAD) {
+            r = on_load(f, len, &m);
+            if (r >= 0)
+                continue;
+            f = NULL; /* taken */
+        } else if (r >= 0 && (m.type == PP_VIA_RESULT || m.type == PP_UP_RESULT))
             on_answer(&m);
         else if (r >= 0 && m.type == PP_SET_LOG && m.num[PP_T_LOG_LEVEL] <= 7 &&
                  m.num[PP_T_LOG_FORMAT] <= LOG_FORMAT_TEXT)
@@ -486,7 +541,7 @@ int provider_host_main(int fd)
     H.closed = true;
     for (struct via_wait *w = H.vias; w; w = w->next)
         pthread_cond_signal(&w->cond);
-    bool busy = H.running_total > 0;
+    bool busy = H.running_total > 0 || H.loading > 0;
     pthread_mutex_unlock(&H.lock);
     if (busy) {
         /* issue() calls still run: their plugin's state cannot be destroyed under them. */
