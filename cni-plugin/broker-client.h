@@ -12,14 +12,9 @@
 
 #define BROKER_CLIENT_TIMEOUT_MS 500 /* per exchange: connect, write and read together */
 
-/* One exchange: sends `request` (borrowed) and returns the reply's "result" (returns new) in
- * *ret_result (optional). Never waits longer than timeout_ms in total.
- * Returns 0; -ENOENT / -ECONNREFUSED when no broker listens; -ETIMEDOUT; IDB_E_PROTO when the reply
- * is not a ctl-proto reply; or the broker's own (negative) code when it answered ok=false. */
-int broker_client_call(const char *socket_path, struct json_object *request, int timeout_ms,
-                       struct json_object **ret_result);
-
-/* op "sync" {containerId, ifName}. */
+/* op "sync" {containerId, ifName} through the shared client (common/ctl-client.c). Never waits
+ * longer than timeout_ms in total. Returns 0; -ENOENT / -ECONNREFUSED when no broker listens;
+ * -ETIMEDOUT; IDB_E_PROTO for a reply that is not a ctl-proto reply; or the broker's own code. */
 int broker_client_sync(const char *socket_path, const char *container_id, const char *if_name,
                        int timeout_ms);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <idbroker-internal/b64url.h>
 #include <idbroker-internal/macro.h>
 
 #include "kv-parse.h"
@@ -158,39 +159,11 @@ void entra_form_done(struct entra_form *f)
     *f = (struct entra_form){0};
 }
 
-char *entra_b64url(const unsigned char *p, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *out = malloc(n / 3 * 4 + 5);
-    if (!out)
-        return NULL;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return out;
-}
-
 static char *json_b64url(struct json_object *o)
 {
     const char *s =
         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    return s ? entra_b64url((const unsigned char *)s, strlen(s)) : NULL;
+    return s ? b64url_encode((const unsigned char *)s, strlen(s)) : NULL;
 }
 
 static int random_uuid(char ret[37])
@@ -252,7 +225,7 @@ int entra_build_assertion(EVP_PKEY *key, const unsigned char x5t[20],
     int r = random_uuid(jti);
     if (r < 0)
         return r;
-    _cleanup_free_ char *t1 = entra_b64url(x5t, 20), *t256 = entra_b64url(x5t_s256, 32);
+    _cleanup_free_ char *t1 = b64url_encode(x5t, 20), *t256 = b64url_encode(x5t_s256, 32);
     struct json_object *h = json_object_new_object(), *c = json_object_new_object();
     _cleanup_free_ char *hb = NULL, *cb = NULL, *input = NULL, *sig_b64 = NULL;
     _cleanup_free_ unsigned char *sig = NULL;
@@ -282,7 +255,7 @@ int entra_build_assertion(EVP_PKEY *key, const unsigned char x5t[20],
     if (r < 0)
         goto out;
     r = -ENOMEM;
-    sig_b64 = entra_b64url(sig, sig_len);
+    sig_b64 = b64url_encode(sig, sig_len);
     char *jwt = NULL;
     if (!sig_b64 || asprintf(&jwt, "%s.%s", input, sig_b64) < 0)
         goto out;

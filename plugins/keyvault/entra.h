@@ -64,9 +64,6 @@ int entra_build_assertion(EVP_PKEY *key, const unsigned char x5t[20],
                           const char *token_url, uint64_t now, uint32_t lifetime_s,
                           enum entra_alg alg, char **ret);
 
-/* base64url without padding of p[0..n); new string or NULL. */
-char *entra_b64url(const unsigned char *p, size_t n);
-
 /* The token endpoint's reply, success or error. */
 struct entra_reply {
     char *access_token;      /* on success; wiped by entra_reply_done() */

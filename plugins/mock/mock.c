@@ -25,6 +25,7 @@
 
 #include <idbroker/provider.h>
 
+#include <idbroker-internal/b64url.h>
 #include <idbroker-internal/macro.h>
 
 #define MOCK_NAME "mock"
@@ -49,38 +50,9 @@ struct mock {
 
 #define LOG(m, level, ...) (m)->host->log((level), MOCK_NAME, __VA_ARGS__)
 
-/* Returns base64url (RFC 4648 §5, no padding) of p[0..n), malloc'd. */
-static char *b64url(const unsigned char *p, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *out = malloc(n / 3 * 4 + 5);
-    if (!out)
-        return NULL;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return out;
-}
-
 static char *b64url_str(const char *s)
 {
-    return b64url((const unsigned char *)s, strlen(s));
+    return b64url_encode((const unsigned char *)s, strlen(s));
 }
 
 static char *bn_b64url(const BIGNUM *bn)
@@ -91,7 +63,7 @@ static char *bn_b64url(const BIGNUM *bn)
     _cleanup_free_ unsigned char *bin = malloc((size_t)n);
     if (!bin || BN_bn2bin(bn, bin) != n)
         return NULL;
-    return b64url(bin, (size_t)n);
+    return b64url_encode(bin, (size_t)n);
 }
 
 static int sha256(const void *p, size_t n, unsigned char md[32])
@@ -299,7 +271,7 @@ static char *jwk_thumbprint(const char *n, const char *e)
         return NULL;
     if (sha256(canon, strlen(canon), md) < 0)
         return NULL;
-    return b64url(md, sizeof(md));
+    return b64url_encode(md, sizeof(md));
 }
 
 /* Writes the JWKS to path atomically: a temporary file in the same directory, then rename(). */
@@ -572,7 +544,7 @@ static int mock_issue(void *state, const struct idb_token_req *req, struct idb_t
     unsigned char rnd[16];
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         return -EIO;
-    _cleanup_free_ char *jti = b64url(rnd, sizeof(rnd));
+    _cleanup_free_ char *jti = b64url_encode(rnd, sizeof(rnd));
     if (!jti)
         return -ENOMEM;
 
@@ -588,7 +560,7 @@ static int mock_issue(void *state, const struct idb_token_req *req, struct idb_t
     r = sign_rs256(m->key, input, &sig, &sig_len);
     if (r < 0)
         return r;
-    _cleanup_free_ char *sig_b64 = b64url(sig, sig_len);
+    _cleanup_free_ char *sig_b64 = b64url_encode(sig, sig_len);
     if (!sig_b64)
         return -ENOMEM;
 

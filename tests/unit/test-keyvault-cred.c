@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <idbroker-internal/b64url.h>
+
 #include "cred.h"
 #include "entra.h"
 
@@ -300,7 +302,7 @@ static void verify_assertion(enum entra_alg alg)
     assert_string_equal(json_object_get_string(v), alg == ENTRA_PS256 ? "PS256" : "RS256");
     assert_true(json_object_object_get_ex(h, "typ", &v));
     assert_string_equal(json_object_get_string(v), "JWT");
-    char *t256 = entra_b64url(c->x5t_s256, 32), *t1 = entra_b64url(c->x5t, 20);
+    char *t256 = b64url_encode(c->x5t_s256, 32), *t1 = b64url_encode(c->x5t, 20);
     assert_true(json_object_object_get_ex(h, "x5t#S256", &v));
     assert_string_equal(json_object_get_string(v), t256);
     assert_true(json_object_object_get_ex(h, "x5t", &v));
