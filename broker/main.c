@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -96,22 +95,6 @@ static void ensure_listen_address(const char *listen)
         log_warning_errno(r, "cannot add the listen address %s to lo, binding may fail", ip);
     else if (r > 0)
         log_info("added the broker address %s/32 to lo", ip);
-}
-
-/*
- * glibc gives every thread that allocates its own arena, up to 8 per core, and an arena keeps
- * what its threads freed: the connection threads (one per connection), the reflectors and the
- * control threads each hold on to a few hundred KiB. Two arenas are enough for the token path
- * (tcache serves its small allocations without the arena lock; the CPU time per request did not
- * change, docs/performance.md), and the resident size follows the data. MALLOC_ARENA_MAX
- * or the glibc.malloc.arena_max tunable in the environment win, for experiments.
- */
-static void malloc_setup(void)
-{
-    const char *tunables = getenv("GLIBC_TUNABLES");
-    if (getenv("MALLOC_ARENA_MAX") || (tunables && strstr(tunables, "glibc.malloc.arena_max")))
-        return;
-    mallopt(M_ARENA_MAX, 2);
 }
 
 static void usage(FILE *f)
@@ -230,7 +213,6 @@ int main(int argc, char **argv)
     if (!conf_path && access(CONF_DEFAULT_PATH, F_OK) == 0)
         conf_path = CONF_DEFAULT_PATH;
 
-    malloc_setup(); /* before the first thread */
     struct broker b = {.started = time(NULL)};
     pthread_mutex_init(&b.reload_lock, NULL);
     int r;
