@@ -5,6 +5,7 @@
  */
 #include "broker.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "manifest.h"
 #include "metrics.h"
 #include "policy.h"
+#include "provider-client.h"
 #include "store.h"
 #include "token-cache.h"
 
@@ -101,6 +103,9 @@ int broker_reload_source(struct broker *b, bool force)
     size_t ni = store_count_identities(s), nb = store_count_bindings(s), np = store_count_pods(s),
            ne = store_count_exceptions(s);
     policy_replace(&b->policy, s);
+    /* Loading parsed every file into short-lived trees, and the old store is gone now: give the
+     * free pages back instead of keeping the peak resident. */
+    malloc_trim(0);
     size_t evicted = issuer_evict_stale(b->issuer);
     metrics_inc(M_SOURCE_RELOADS);
     b->last_reload = time(NULL);
@@ -136,6 +141,7 @@ static void keep_restart_settings(struct broker_conf *old, struct broker_conf *n
     SWAP(old->kubeconfig, new->kubeconfig);
     SWAP(old->imds_endpoint, new->imds_endpoint);
     new->source_kind = old->source_kind;
+    new->provider_isolation = old->provider_isolation;
     new->cache_max_entries = old->cache_max_entries;
     new->http_max_connections = old->http_max_connections;
     new->http_max_per_ip = old->http_max_per_ip;
@@ -173,6 +179,8 @@ int broker_reload(struct broker *b, char **ret_error)
         }
         keep_restart_settings(b->conf, c);
         log_setup(c->log_level, (enum log_format)c->log_format, STDERR_FILENO);
+        if (b->provider_host)
+            provider_client_set_log(b->provider_host, c->log_level, c->log_format);
         struct store_policy f;
         broker_policy_flags(c, &f);
         policy_set_flags(&b->policy, &f);
@@ -200,6 +208,8 @@ bool broker_ready(struct broker *b, const char **ret_why)
     const char *why = NULL;
     if (!b->plugins_ok)
         why = "a configured provider failed to load";
+    else if (b->provider_host && !provider_client_up(b->provider_host))
+        why = "the provider host process is not running (it is being restarted)";
     else if (!b->policy.synced)
         why = "the policy source has not been loaded yet";
     if (ret_why)

@@ -23,6 +23,7 @@ struct issuer;
 struct token_endpoint;
 struct http_server;
 struct control_server;
+struct provider_client;
 struct k8s_client;
 struct k8s_watch;
 struct aai_writer;
@@ -35,6 +36,7 @@ struct broker {
     struct registry *registry;
     struct policy policy;
     struct plugin_set *plugins;
+    struct provider_client *provider_host; /* NULL when providers run inline */
     struct token_cache *cache;
     struct issuer *issuer;
     struct token_endpoint *te;

@@ -54,6 +54,7 @@ enum item_type {
     IT_LOG_LEVEL,   /* int: syslog level, log_level_from_string() */
     IT_LOG_FORMAT,  /* int: enum log_format, log_format_from_string() */
     IT_SOURCE_KIND, /* enum source_kind */
+    IT_ISOLATION,   /* enum provider_isolation */
     IT_PROVIDERS,   /* providers / n_providers */
     IT_TYPE_PROVIDERS, /* type_providers[] */
 };
@@ -63,7 +64,7 @@ struct conf_item {
     enum item_type type;
     size_t offset;       /* into struct broker_conf; unused for IT_SECTION */
     uint32_t min, max;   /* IT_UINT32 */
-    uint32_t def_num;    /* default of IT_BOOL, IT_UINT32, IT_LOG_*, IT_SOURCE_KIND */
+    uint32_t def_num;    /* default of IT_BOOL, IT_UINT32, IT_LOG_*, IT_SOURCE_KIND, IT_ISOLATION */
     const char *def_str; /* default of string items; NULL = none (or computed: nodeName) */
     bool restart;        /* a changed value takes effect only on restart (conf_restart_key()) */
     bool nullable; /* null means the default: for defaults that are computed, absent or built in */
@@ -93,6 +94,8 @@ static const struct conf_item items[] = {
 
     {"providers", IT_PROVIDERS, .offset = 0},
     {"typeProviders", IT_TYPE_PROVIDERS, .offset = 0},
+    {"providerIsolation", IT_ISOLATION, OFF(provider_isolation),
+     .def_num = PROVIDER_ISOLATION_PROCESS, .restart = true},
 
     {"namespaced", IT_BOOL, OFF(namespaced), .def_num = true},
     {"strictSelection", IT_BOOL, OFF(strict_selection), .def_num = false},
@@ -368,6 +371,9 @@ static int set_defaults(struct broker_conf *c)
         case IT_SOURCE_KIND:
             *FIELD(c, it, enum source_kind) = (enum source_kind)it->def_num;
             break;
+        case IT_ISOLATION:
+            *FIELD(c, it, enum provider_isolation) = (enum provider_isolation)it->def_num;
+            break;
         case IT_PATH:
         case IT_SOCKET_PATH:
         case IT_FILE:
@@ -584,6 +590,16 @@ static int apply_item(struct parser *p, const struct conf_item *it, const char *
             *FIELD(c, it, enum source_kind) = SOURCE_KUBERNETES;
         else
             return fail_value(p, key, v, "one of 'files', 'kubernetes'");
+        return 0;
+
+    case IT_ISOLATION:
+        s = get_string(v);
+        if (s && streq(s, "process"))
+            *FIELD(c, it, enum provider_isolation) = PROVIDER_ISOLATION_PROCESS;
+        else if (s && streq(s, "inline"))
+            *FIELD(c, it, enum provider_isolation) = PROVIDER_ISOLATION_INLINE;
+        else
+            return fail_value(p, key, v, "one of 'process', 'inline'");
         return 0;
 
     case IT_FILE:
@@ -1127,6 +1143,10 @@ const char *conf_restart_key(const struct broker_conf *old_conf, const struct br
         case IT_SOURCE_KIND:
             same =
                 *CFIELD(old_conf, it, enum source_kind) == *CFIELD(new_conf, it, enum source_kind);
+            break;
+        case IT_ISOLATION:
+            same = *CFIELD(old_conf, it, enum provider_isolation) ==
+                   *CFIELD(new_conf, it, enum provider_isolation);
             break;
         case IT_PATH:
         case IT_SOCKET_PATH:

@@ -21,6 +21,12 @@ enum source_kind {
     SOURCE_KUBERNETES,
 };
 
+/* Where provider plugins run (THREATS T19). */
+enum provider_isolation {
+    PROVIDER_ISOLATION_PROCESS, /* in the provider host process, restarted when it dies */
+    PROVIDER_ISOLATION_INLINE,  /* dlopen()ed into idbrokerd itself (debugging, benchmarks) */
+};
+
 struct provider_conf {
     char *name; /* [a-z0-9-]+ */
     char *json; /* the plugin's object, as JSON text */
@@ -42,7 +48,8 @@ struct broker_conf {
 
     struct provider_conf *providers; /* "providers": one per key, in file order */
     size_t n_providers;
-    char *type_providers[CONF_MAX_TYPES]; /* "typeProviders" */
+    char *type_providers[CONF_MAX_TYPES];       /* "typeProviders" */
+    enum provider_isolation provider_isolation; /* "providerIsolation" */
 
     bool namespaced;       /* "namespaced" */
     bool strict_selection; /* "strictSelection" */

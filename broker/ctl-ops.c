@@ -21,6 +21,7 @@
 #include "k8s-watch.h"
 #include "metrics.h"
 #include "plugin-loader.h"
+#include "provider-client.h"
 #include "registry.h"
 #include "store.h"
 #include "token-cache.h"
@@ -87,6 +88,12 @@ static int op_status(void *ud, struct json_object *req, struct json_object **ret
     json_add_int(o, "exceptions", (int64_t)store_count_exceptions(b->policy.store));
     policy_read_unlock(&b->policy);
     json_add_int(o, "providers", (int64_t)plugin_set_count(b->plugins));
+    json_add_str(o, "providerIsolation", b->provider_host ? "process" : "inline");
+    if (b->provider_host) {
+        json_add_int(o, "providerHostPid", (int64_t)provider_client_pid(b->provider_host));
+        json_add_int(o, "providerHostRestarts",
+                     (int64_t)provider_client_restarts(b->provider_host));
+    }
     struct tc_stats st;
     token_cache_stats(b->cache, &st);
     json_add_int(cache, "entries", (int64_t)st.entries);
@@ -215,9 +222,9 @@ static int op_providers(void *ud, struct json_object *req, struct json_object **
         if (!o)
             return -ENOMEM;
         json_add_str(o, "name", p->name);
-        json_add_str(o, "version", IDB_PROVIDER_HAS(p->p, version) ? p->p->version : NULL);
-        json_add_int(o, "abiMajor", p->p->abi_major);
-        json_add_int(o, "abiMinor", p->p->abi_minor);
+        json_add_str(o, "version", p->version);
+        json_add_int(o, "abiMajor", p->abi_major);
+        json_add_int(o, "abiMinor", p->abi_minor);
         json_add_str(o, "path", p->path);
         json_add_int(o, "calls", (int64_t)metrics_provider_calls(p->name));
         json_object_array_add(a, o);

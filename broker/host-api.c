@@ -595,6 +595,37 @@ int host_api_upstream_limits(const char *name, uint32_t max_concurrent, uint32_t
     return host_upstream_limits(name, max_concurrent, max_per_second);
 }
 
+/* Where the plugins' limiter calls go: NULL = the limiters above; the provider host sends them to
+ * the broker. Set before any plugin is loaded, never changed while one runs. */
+static const struct host_upstream_router *upstream_router;
+
+static int api_upstream_limits(const char *name, uint32_t max_concurrent, uint32_t max_per_second)
+{
+    if (upstream_router)
+        return upstream_router->limits(name, max_concurrent, max_per_second);
+    return host_upstream_limits(name, max_concurrent, max_per_second);
+}
+
+static int api_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms)
+{
+    if (upstream_router)
+        return upstream_router->acquire(name, deadline_ms, hint_ms);
+    return host_upstream_acquire(name, deadline_ms, hint_ms);
+}
+
+static void api_upstream_release(const char *name)
+{
+    if (upstream_router)
+        upstream_router->release(name);
+    else
+        host_upstream_release(name);
+}
+
+void host_api_set_upstream_router(const struct host_upstream_router *r)
+{
+    upstream_router = r;
+}
+
 static const struct idb_host_api host_api = {
     .size = sizeof(struct idb_host_api),
     .abi_minor = IDB_PLUGIN_ABI_MINOR,
@@ -606,9 +637,9 @@ static const struct idb_host_api host_api = {
     .now_monotonic_ms = now_monotonic_ms,
     .http = host_http,
     .issue_via = host_issue_via,
-    .upstream_limits = host_upstream_limits,
-    .upstream_acquire = host_upstream_acquire,
-    .upstream_release = host_upstream_release,
+    .upstream_limits = api_upstream_limits,
+    .upstream_acquire = api_upstream_acquire,
+    .upstream_release = api_upstream_release,
 };
 
 const struct idb_host_api *host_api_get(void)
@@ -638,6 +669,7 @@ int host_api_init(host_issue_via_fn issue_via)
 void host_api_done(void)
 {
     issue_via_fn = NULL;
+    upstream_router = NULL;
     pthread_mutex_lock(&upstreams_lock);
     for (size_t i = 0; i < UPSTREAM_MAX; i++)
         upstreams[i] = upstream_free(upstreams[i]);

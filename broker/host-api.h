@@ -31,6 +31,16 @@ int host_api_upstream_limits(const char *name, uint32_t max_concurrent, uint32_t
 int host_api_upstream_acquire(const char *name, uint64_t deadline_ms, uint32_t *hint_ms);
 void host_api_upstream_release(const char *name);
 
+/* Sends the plugins' limiter calls (the host API's upstream_* members; not host_api_upstream_*)
+ * to these functions instead (borrowed; NULL restores the local limiters). The provider host
+ * routes them to the broker, whose limiters are the node's. Call before loading plugins. */
+struct host_upstream_router {
+    int (*limits)(const char *name, uint32_t max_concurrent, uint32_t max_per_second);
+    int (*acquire)(const char *name, uint64_t deadline_ms, uint32_t *hint_ms);
+    void (*release)(const char *name);
+};
+void host_api_set_upstream_router(const struct host_upstream_router *r);
+
 uint64_t now_monotonic_ms(void);
 uint64_t now_realtime_s(void);
 

@@ -146,7 +146,7 @@ static int fetch_token(void *ud, struct tc_token *ret, struct tc_error *ret_err)
         .deadline_ms = t0 + f->timeout_ms,
     };
     struct idb_token tok = {.size = sizeof(tok)};
-    int r = pl->p->issue(pl->state, &req, &tok);
+    int r = plugin_call_issue(pl, &req, &tok);
     uint64_t now = now_realtime_s();
     if (r >= 0) {
         size_t len = tok.access_token ? strnlen(tok.access_token, PROVIDER_TOKEN_MAX_BYTES + 1) : 0;

@@ -35,6 +35,13 @@
 #define CTL_IO_TIMEOUT_MS 5000
 
 #define PROVIDER_TOKEN_MAX_BYTES (64 * 1024) /* a provider's access_token */
+/* The provider host process (provider-client.h): issue() calls running at once per provider (more
+ * are refused at once), calls of one provider past their deadline that make the broker restart the
+ * host, and issue_via requests from the host served at once. The frame cap is PP_MAX_FRAME_BYTES
+ * (provider-proto.h). */
+#define PROVIDER_HOST_MAX_CALLS 64
+#define PROVIDER_HOST_MAX_STUCK 16
+#define PROVIDER_HOST_MAX_VIA 64
 #define TOKEN_CACHE_DEFAULT_MAX_ENTRIES 65536
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +35,8 @@
 #include "metrics.h"
 #include "netaddr.h"
 #include "plugin-loader.h"
+#include "provider-client.h"
+#include "provider-host.h"
 #include "registry.h"
 #include "store.h"
 #include "token-cache.h"
@@ -57,9 +60,73 @@ static void bad_registration(const char *path, int error, const char *why, void 
     log_warning_errno(error, "state: registration file '%s' is invalid (%s), ignoring", path, why);
 }
 
+/* The provider host's issue_via requests (provider-client.h). */
+static int via_from_host(void *ud, const char *provider, const struct idb_token_req *req,
+                         struct idb_token *ret)
+{
+    (void)ud;
+    return host_issue_via(provider, req, ret);
+}
+
+/* providerIsolation "process": the providers are loaded by the provider host process, with the same
+ * loader and the same refusals; the broker keeps what the host reports about them. */
+static int load_providers_isolated(struct broker *b)
+{
+    const struct broker_conf *c = b->conf;
+    /* Where this very program is: /proc/self/exe, or (no /proc, e.g. in a chroot) the path it
+     * was started by, as the kernel recorded it (relative to the working directory, unchanged). */
+    const char *exe = "/proc/self/exe";
+    if (access(exe, X_OK) < 0 && getauxval(AT_EXECFN))
+        exe = (const char *)getauxval(AT_EXECFN);
+    struct provider_client_options o = {
+        .exe = exe,
+        .plugin_dir = c->plugin_dir,
+        .log_level = c->log_level,
+        .log_format = c->log_format,
+        .timeout_ms = c->provider_timeout_ms,
+        .via = via_from_host,
+    };
+    b->provider_host = provider_client_new(&o);
+    if (!b->provider_host)
+        return log_error_errno(-ENOMEM, "out of memory at start");
+    _cleanup_free_ char *err = NULL;
+    int r = provider_client_start(b->provider_host, &err);
+    if (r < 0)
+        log_error("%s", err ? err : idb_strerror(r));
+    for (size_t i = 0; i < c->n_providers; i++) {
+        free(TAKE_PTR(err));
+        struct provider_info info;
+        int k = provider_client_load(b->provider_host, c->providers[i].name, c->providers[i].json,
+                                     &info, &err);
+        if (k < 0) {
+            log_error("%s", err ? err : idb_strerror(k));
+            r = k;
+            continue;
+        }
+        k = plugin_set_add_remote(b->plugins, c->providers[i].name, info.path, info.version,
+                                  info.abi_major, info.abi_minor, provider_client_issue,
+                                  b->provider_host);
+        if (k < 0) {
+            log_error_errno(k, "provider '%s': cannot register it: %s", c->providers[i].name,
+                            idb_strerror(k));
+            r = k;
+        } else
+            log_info("provider '%s' loaded from '%s' (ABI %u.%u) in the provider host (pid %d)",
+                     c->providers[i].name, info.path, info.abi_major, info.abi_minor,
+                     (int)provider_client_pid(b->provider_host));
+        provider_info_done(&info);
+    }
+    int k = provider_client_run(b->provider_host);
+    if (k < 0)
+        return log_error_errno(k, "cannot supervise the provider host: %s", idb_strerror(k));
+    return r;
+}
+
 static int load_providers(struct broker *b)
 {
     const struct broker_conf *c = b->conf;
+    if (c->provider_isolation == PROVIDER_ISOLATION_PROCESS)
+        return load_providers_isolated(b);
     int r = 0;
     for (size_t i = 0; i < c->n_providers; i++) {
         _cleanup_free_ char *err = NULL;
@@ -71,8 +138,8 @@ static int load_providers(struct broker *b)
             continue;
         }
         const struct plugin *p = plugin_set_find(b->plugins, c->providers[i].name);
-        log_info("provider '%s' loaded from '%s' (ABI %u.%u)", p->name, p->path, p->p->abi_major,
-                 p->p->abi_minor);
+        log_info("provider '%s' loaded from '%s' (ABI %u.%u), inline", p->name, p->path,
+                 p->abi_major, p->abi_minor);
     }
     return r;
 }
@@ -152,6 +219,13 @@ static void broker_shutdown(struct broker *b)
     b->watch = k8s_watch_free(b->watch);
     b->aai = aai_writer_free(b->aai);
     b->k8s = k8s_client_free(b->k8s);
+    /* The provider host goes before the cache: its calls in flight fail at once, so the cache
+     * drains fast. Its issue_via requests use the issuer and the cache, which must outlive them. */
+    if (provider_client_stop(b->provider_host) < 0) {
+        log_warning("an issue_via request of the provider host is still running, exiting without "
+                    "waiting");
+        _exit(0);
+    }
     /* A provider call that hangs must not hold up the exit: give running fetches a grace period,
      * then leave without freeing what they still use (the registrations are on disk already). */
     if (token_cache_wait_idle(b->cache, now_monotonic_ms() + SHUTDOWN_GRACE_MS) < 0) {
@@ -162,6 +236,7 @@ static void broker_shutdown(struct broker *b)
     b->te = token_endpoint_free(b->te);
     b->issuer = issuer_free(b->issuer);
     b->cache = token_cache_free(b->cache);
+    b->provider_host = provider_client_free(b->provider_host);
     b->plugins = plugin_set_free(b->plugins);
     b->registry = registry_free(b->registry);
     policy_done(&b->policy);
@@ -180,6 +255,8 @@ int main(int argc, char **argv)
         {"check-config", no_argument, NULL, 'C'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        /* Internal: run as the provider host on channel fd (provider-host.h); not in --help. */
+        {"provider-host", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     const char *conf_path = NULL;
@@ -200,6 +277,15 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'P': {
+            char *end = NULL;
+            long fd = strtol(optarg, &end, 10);
+            if (!end || *end || fd < 3 || fd > 1024) {
+                fprintf(stderr, "idbrokerd: invalid --provider-host fd '%s'\n", optarg);
+                return 2;
+            }
+            return provider_host_main((int)fd);
+        }
         default:
             usage(stderr);
             return 2;

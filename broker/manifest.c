@@ -307,8 +307,9 @@ static struct json_object *lookup(struct json_object *o, const char *prefix, con
     return NULL;
 }
 
-/* *ret = strdup of a string value, NULL when v is absent. */
-static int want_string(struct ctx *c, const char *path, struct json_object *v, char **ret)
+/* *ret = a string value (borrowed from v: valid while the parsed tree is), NULL when v is absent.
+ * Objects are made from borrowed strings in one copy (identity_new() and friends). */
+static int want_string(struct ctx *c, const char *path, struct json_object *v, const char **ret)
 {
     if (!v) {
         *ret = NULL;
@@ -319,33 +320,23 @@ static int want_string(struct ctx *c, const char *path, struct json_object *v, c
     const char *s = json_object_get_string(v);
     if (strlen(s) != (size_t)json_object_get_string_len(v))
         return fail(c, path, "contains a NUL character");
-    char *d = strdup(s);
-    if (!d)
-        return -ENOMEM;
-    *ret = d;
+    *ret = s;
     return 0;
 }
 
 /* Like want_string, but absent is "" (or an error if required) and "" is refused when required. */
 static int want_string_field(struct ctx *c, struct json_object *o, const char *prefix,
-                             const char *name, const char *alt, bool required, char **ret)
+                             const char *name, const char *alt, bool required, const char **ret)
 {
     char path[PATH_MAX_CHARS];
     struct json_object *v = lookup(o, prefix, name, alt, path, sizeof(path));
-    char *s = NULL;
+    const char *s = NULL;
     int r = want_string(c, path, v, &s);
     if (r < 0)
         return r;
-    if (required && (!s || !*s)) {
-        free(s);
+    if (required && (!s || !*s))
         return fail(c, path, s ? "must not be empty" : "required");
-    }
-    if (!s) {
-        s = strdup("");
-        if (!s)
-            return -ENOMEM;
-    }
-    *ret = s;
+    *ret = s ? s : "";
     return 0;
 }
 
@@ -376,18 +367,8 @@ static int want_int(struct ctx *c, const char *path, struct json_object *v, int6
     return 0;
 }
 
-static void kv_array_free(struct kv *kv, size_t n)
-{
-    if (!kv)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        free(kv[i].key);
-        free(kv[i].value);
-    }
-    free(kv);
-}
-
-/* A map of string to string (labels, annotations, podLabels); a null value is "". */
+/* A map of string to string (labels, annotations, podLabels); a null value is "". *ret (returns
+ * new; free() it, not its strings) holds strings borrowed from v. */
 static int want_map(struct ctx *c, const char *path, struct json_object *v, size_t max,
                     struct kv **ret, size_t *ret_n)
 {
@@ -414,25 +395,16 @@ static int want_map(struct ctx *c, const char *path, struct json_object *v, size
             r = fail(c, path, "empty key");
             break;
         }
-        kv[i].key = strdup(key);
-        if (!kv[i].key) {
-            r = -ENOMEM;
-            break;
-        }
-        i++;
-        r = want_string(c, sub, val, &kv[i - 1].value);
+        const char *value = NULL;
+        r = want_string(c, sub, val, &value);
         if (r < 0)
             break;
-        if (!kv[i - 1].value) {
-            kv[i - 1].value = strdup("");
-            if (!kv[i - 1].value) {
-                r = -ENOMEM;
-                break;
-            }
-        }
+        kv[i].key = key;
+        kv[i].value = (char *)(value ? value : "");
+        i++;
     }
     if (r < 0) {
-        kv_array_free(kv, i);
+        free(kv);
         return r;
     }
     *ret = kv;
@@ -460,10 +432,11 @@ static bool dns_name_ok(const char *s, size_t max, bool dots)
     return true;
 }
 
+/* Strings borrowed from the parsed tree; the kv arrays are owned (not their strings). */
 struct meta {
-    char *ns;
-    char *name;
-    char *uid;
+    const char *ns;
+    const char *name;
+    const char *uid;
     struct kv *annotations;
     size_t n_annotations;
     struct kv *labels;
@@ -472,11 +445,8 @@ struct meta {
 
 static void meta_done(struct meta *m)
 {
-    free(m->ns);
-    free(m->name);
-    free(m->uid);
-    kv_array_free(m->annotations, m->n_annotations);
-    kv_array_free(m->labels, m->n_labels);
+    free(m->annotations);
+    free(m->labels);
     *m = (struct meta){0};
 }
 
@@ -506,12 +476,8 @@ static int parse_meta(struct ctx *c, struct json_object *o, const char *prefix, 
     r = want_string_field(c, md, mprefix, "namespace", NULL, false, &m->ns);
     if (r < 0)
         return r;
-    if (!*m->ns) {
-        free(m->ns);
-        m->ns = strdup("default");
-        if (!m->ns)
-            return -ENOMEM;
-    }
+    if (!*m->ns)
+        m->ns = "default";
     path_join(path, sizeof(path), mprefix, "namespace");
     if (!dns_name_ok(m->ns, 63, false)) {
         char q[QUOTE_MAX_CHARS + 8];
@@ -578,33 +544,25 @@ static int parse_identity(struct ctx *c, struct json_object *o, const char *pref
     if (r < 0)
         return r;
 
-    struct identity *i = calloc(1, sizeof(*i));
-    if (!i)
-        return -ENOMEM;
-    i->namespace = TAKE_PTR(m->ns);
-    i->name = TAKE_PTR(m->name);
-    i->uid = TAKE_PTR(m->uid);
-    i->annotations = TAKE_PTR(m->annotations);
-    i->n_annotations = m->n_annotations;
-
+    /* Borrowed strings; identity_new() copies them into one allocation. */
+    const char *resource_id = NULL, *client_id = NULL, *tenant_id = NULL, *ad_endpoint = NULL,
+               *ad_resource_id = NULL, *secret_name = "", *secret_namespace = "";
     struct json_object *v = lookup(spec, sp, "type", "Type", path, sizeof(path));
     int64_t type = 0;
     if (!v)
         r = fail(c, path, "required");
     else
         r = want_int(c, path, v, 0, 2, &type);
-    i->type = (int)type;
     if (r >= 0)
-        r = want_string_field(c, spec, sp, "resourceID", "ResourceID", false, &i->resource_id);
+        r = want_string_field(c, spec, sp, "resourceID", "ResourceID", false, &resource_id);
     if (r >= 0)
-        r = want_string_field(c, spec, sp, "clientID", "ClientID", false, &i->client_id);
+        r = want_string_field(c, spec, sp, "clientID", "ClientID", false, &client_id);
     if (r >= 0)
-        r = want_string_field(c, spec, sp, "tenantID", "TenantID", false, &i->tenant_id);
+        r = want_string_field(c, spec, sp, "tenantID", "TenantID", false, &tenant_id);
     if (r >= 0)
-        r = want_string_field(c, spec, sp, "adEndpoint", "ADEndpoint", false, &i->ad_endpoint);
+        r = want_string_field(c, spec, sp, "adEndpoint", "ADEndpoint", false, &ad_endpoint);
     if (r >= 0)
-        r = want_string_field(c, spec, sp, "adResourceID", "ADResourceID", false,
-                              &i->ad_resource_id);
+        r = want_string_field(c, spec, sp, "adResourceID", "ADResourceID", false, &ad_resource_id);
     struct json_object *cp = NULL;
     if (r >= 0) {
         cp = lookup(spec, sp, "clientPassword", "ClientPassword", path, sizeof(path));
@@ -614,31 +572,42 @@ static int parse_identity(struct ctx *c, struct json_object *o, const char *pref
     if (r >= 0 && cp) {
         char cpp[PATH_MAX_CHARS];
         snprintf(cpp, sizeof(cpp), "%s", path);
-        r = want_string_field(c, cp, cpp, "name", "Name", false, &i->secret_name);
+        r = want_string_field(c, cp, cpp, "name", "Name", false, &secret_name);
         if (r >= 0)
-            r = want_string_field(c, cp, cpp, "namespace", "Namespace", false,
-                                  &i->secret_namespace);
+            r = want_string_field(c, cp, cpp, "namespace", "Namespace", false, &secret_namespace);
     }
-    if (r >= 0 && !i->secret_name)
-        r = (i->secret_name = strdup("")) ? 0 : -ENOMEM;
-    if (r >= 0 && !i->secret_namespace)
-        r = (i->secret_namespace = strdup("")) ? 0 : -ENOMEM;
-    if (r >= 0)
-        r = (i->origin = origin_new(c)) ? 0 : -ENOMEM;
-    if (r >= 0 && c->out) {
-        identity_update_hash(i);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *origin = origin_new(c);
+    if (!origin)
+        return -ENOMEM;
+    struct identity *i = identity_new(&(struct identity){
+        .namespace = (char *)m->ns,
+        .name = (char *)m->name,
+        .uid = (char *)m->uid,
+        .type = (int)type,
+        .resource_id = (char *)resource_id,
+        .client_id = (char *)client_id,
+        .tenant_id = (char *)tenant_id,
+        .ad_endpoint = (char *)ad_endpoint,
+        .ad_resource_id = (char *)ad_resource_id,
+        .secret_name = (char *)secret_name,
+        .secret_namespace = (char *)secret_namespace,
+        .annotations = m->annotations,
+        .n_annotations = m->n_annotations,
+        .origin = origin,
+    });
+    if (!i)
+        return -ENOMEM;
+    if (c->out) {
         c->out->identity = i;
         return 0;
     }
-    if (r >= 0) {
-        const struct identity *old = store_get_identity(c->s, i->namespace, i->name);
-        if (old)
-            r = fail_duplicate(c, "AzureIdentity", i->namespace, i->name, old->origin);
-    }
-    if (r >= 0) {
-        identity_update_hash(i);
+    const struct identity *old = store_get_identity(c->s, i->namespace, i->name);
+    if (old)
+        r = fail_duplicate(c, "AzureIdentity", i->namespace, i->name, old->origin);
+    if (r >= 0)
         r = store_put_identity(c->s, i);
-    }
     if (r < 0)
         identity_free(i);
     return r;
@@ -653,28 +622,37 @@ static int parse_binding(struct ctx *c, struct json_object *o, const char *prefi
     if (r < 0)
         return r;
 
-    struct binding *b = calloc(1, sizeof(*b));
-    if (!b)
-        return -ENOMEM;
-    b->namespace = TAKE_PTR(m->ns);
-    b->name = TAKE_PTR(m->name);
-    r = want_string_field(c, spec, sp, "azureIdentity", "AzureIdentity", true, &b->identity);
+    const char *identity = NULL, *selector = NULL;
+    int64_t weight = 0;
+    r = want_string_field(c, spec, sp, "azureIdentity", "AzureIdentity", true, &identity);
     if (r >= 0)
-        r = want_string_field(c, spec, sp, "selector", "Selector", true, &b->selector);
+        r = want_string_field(c, spec, sp, "selector", "Selector", true, &selector);
     if (r >= 0) {
         struct json_object *v = lookup(spec, sp, "weight", "Weight", path, sizeof(path));
         if (v)
-            r = want_int(c, path, v, INT32_MIN, INT32_MAX, &b->weight);
+            r = want_int(c, path, v, INT32_MIN, INT32_MAX, &weight);
     }
-    if (r >= 0)
-        r = (b->origin = origin_new(c)) ? 0 : -ENOMEM;
-    if (r >= 0 && c->out) {
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *origin = origin_new(c);
+    if (!origin)
+        return -ENOMEM;
+    struct binding *b = binding_new(&(struct binding){
+        .namespace = (char *)m->ns,
+        .name = (char *)m->name,
+        .identity = (char *)identity,
+        .selector = (char *)selector,
+        .weight = weight,
+        .origin = origin,
+    });
+    if (!b)
+        return -ENOMEM;
+    if (c->out) {
         c->out->binding = b;
         return 0;
     }
     size_t before = store_count_bindings(c->s);
-    if (r >= 0)
-        r = store_put_binding(c->s, b);
+    r = store_put_binding(c->s, b);
     if (r < 0) {
         binding_free(b);
         return r;
@@ -694,24 +672,32 @@ static int parse_exception(struct ctx *c, struct json_object *o, const char *pre
     if (r < 0)
         return r;
 
-    struct pod_exception *e = calloc(1, sizeof(*e));
-    if (!e)
-        return -ENOMEM;
-    e->namespace = TAKE_PTR(m->ns);
-    e->name = TAKE_PTR(m->name);
+    _cleanup_free_ struct kv *labels = NULL;
+    size_t n_labels = 0;
     if (spec) {
         struct json_object *v = lookup(spec, sp, "podLabels", "PodLabels", path, sizeof(path));
-        r = want_map(c, path, v, MANIFEST_MAX_LABELS, &e->pod_labels, &e->n_pod_labels);
+        r = want_map(c, path, v, MANIFEST_MAX_LABELS, &labels, &n_labels);
+        if (r < 0)
+            return r;
     }
-    if (r >= 0)
-        r = (e->origin = origin_new(c)) ? 0 : -ENOMEM;
-    if (r >= 0 && c->out) {
+    _cleanup_free_ char *origin = origin_new(c);
+    if (!origin)
+        return -ENOMEM;
+    struct pod_exception *e = pod_exception_new(&(struct pod_exception){
+        .namespace = (char *)m->ns,
+        .name = (char *)m->name,
+        .pod_labels = labels,
+        .n_pod_labels = n_labels,
+        .origin = origin,
+    });
+    if (!e)
+        return -ENOMEM;
+    if (c->out) {
         c->out->exception = e;
         return 0;
     }
     size_t before = store_count_exceptions(c->s);
-    if (r >= 0)
-        r = store_put_exception(c->s, e);
+    r = store_put_exception(c->s, e);
     if (r < 0) {
         pod_exception_free(e);
         return r;
@@ -722,58 +708,51 @@ static int parse_exception(struct ctx *c, struct json_object *o, const char *pre
 }
 
 /* status.podIPs[].ip, else status.podIP: the addresses the cluster gave the pod, for the
- * registration cross-check (THREATS T2). Absent status means no IPs. */
-static int parse_pod_ips(struct ctx *c, struct json_object *o, const char *prefix,
-                         struct pod_meta *p)
+ * registration cross-check (THREATS T2). Absent status means no IPs. The addresses are borrowed
+ * from the tree into ips[MANIFEST_MAX_POD_IPS]. */
+static int parse_pod_ips(struct ctx *c, struct json_object *o, const char *prefix, char **ips,
+                         size_t *ret_n)
 {
     char path[PATH_MAX_CHARS], st[PATH_MAX_CHARS];
     struct json_object *status = lookup(o, prefix, "status", NULL, st, sizeof(st));
+    *ret_n = 0;
     if (!status)
         return 0;
     if (!json_object_is_type(status, json_type_object))
         return fail_type(c, st, "a mapping", status);
-    struct json_object *ips = lookup(status, st, "podIPs", NULL, path, sizeof(path));
-    if (ips) {
-        if (!json_object_is_type(ips, json_type_array))
-            return fail_type(c, path, "a list", ips);
-        size_t n = json_object_array_length(ips);
+    size_t n_ips = 0;
+    struct json_object *arr = lookup(status, st, "podIPs", NULL, path, sizeof(path));
+    if (arr) {
+        if (!json_object_is_type(arr, json_type_array))
+            return fail_type(c, path, "a list", arr);
+        size_t n = json_object_array_length(arr);
         if (n > MANIFEST_MAX_POD_IPS)
             return fail(c, path, "more than %d addresses", MANIFEST_MAX_POD_IPS);
-        if (n > 0) {
-            p->ips = calloc(n, sizeof(char *));
-            if (!p->ips)
-                return -ENOMEM;
-        }
         for (size_t i = 0; i < n; i++) {
-            struct json_object *e = json_object_array_get_idx(ips, i);
+            struct json_object *e = json_object_array_get_idx(arr, i);
             char sub[PATH_MAX_CHARS];
             snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
             if (!json_object_is_type(e, json_type_object))
                 return fail_type(c, sub, "a mapping", e);
             char ipath[PATH_MAX_CHARS];
-            char *ip = NULL;
+            const char *ip = NULL;
             int r = want_string(c, ipath, lookup(e, sub, "ip", NULL, ipath, sizeof(ipath)), &ip);
             if (r < 0)
                 return r;
             if (ip)
-                p->ips[p->n_ips++] = ip;
+                ips[n_ips++] = (char *)ip;
         }
-        if (p->n_ips > 0)
+        if (n_ips > 0) {
+            *ret_n = n_ips;
             return 0;
+        }
     }
-    char *ip = NULL;
+    const char *ip = NULL;
     int r = want_string(c, path, lookup(status, st, "podIP", NULL, path, sizeof(path)), &ip);
-    if (r < 0 || !ip)
+    if (r < 0 || !ip || !*ip)
         return r;
-    if (!*ip) {
-        free(ip);
-        return 0;
-    }
-    if (!p->ips && !(p->ips = calloc(1, sizeof(char *)))) {
-        free(ip);
-        return -ENOMEM;
-    }
-    p->ips[p->n_ips++] = ip;
+    ips[0] = (char *)ip;
+    *ret_n = 1;
     return 0;
 }
 
@@ -786,29 +765,38 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
     if (r < 0)
         return r;
 
-    struct pod_meta *p = calloc(1, sizeof(*p));
+    const char *node = NULL;
+    char *ips[MANIFEST_MAX_POD_IPS];
+    size_t n_ips = 0;
+    if (spec)
+        r = want_string(c, path, lookup(spec, sp, "nodeName", NULL, path, sizeof(path)), &node);
+    if (r >= 0)
+        r = parse_pod_ips(c, o, prefix, ips, &n_ips);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *origin = origin_new(c);
+    if (!origin)
+        return -ENOMEM;
+    struct pod_meta *p = pod_meta_new(&(struct pod_meta){
+        .namespace = (char *)m->ns,
+        .name = (char *)m->name,
+        .uid = (char *)m->uid,
+        .node = (char *)node,
+        .labels = m->labels,
+        .n_labels = m->n_labels,
+        .ips = n_ips ? ips : NULL,
+        .n_ips = n_ips,
+        .origin = origin,
+    });
     if (!p)
         return -ENOMEM;
-    p->namespace = TAKE_PTR(m->ns);
-    p->name = TAKE_PTR(m->name);
-    p->uid = TAKE_PTR(m->uid);
-    p->labels = TAKE_PTR(m->labels);
-    p->n_labels = m->n_labels;
-    if (spec)
-        r = want_string(c, path, lookup(spec, sp, "nodeName", NULL, path, sizeof(path)), &p->node);
-    if (r >= 0)
-        r = parse_pod_ips(c, o, prefix, p);
-    if (r >= 0)
-        r = (p->origin = origin_new(c)) ? 0 : -ENOMEM;
-    if (r >= 0 && c->out) {
+    if (c->out) {
         c->out->pod = p;
         return 0;
     }
-    if (r >= 0) {
-        const struct pod_meta *old = store_get_pod(c->s, p->namespace, p->name);
-        if (old)
-            r = fail_duplicate(c, "Pod", p->namespace, p->name, old->origin);
-    }
+    const struct pod_meta *old = store_get_pod(c->s, p->namespace, p->name);
+    if (old)
+        r = fail_duplicate(c, "Pod", p->namespace, p->name, old->origin);
     if (r >= 0)
         r = store_put_pod(c->s, p);
     if (r < 0)
@@ -837,7 +825,7 @@ static int parse_object(struct ctx *c, struct json_object *o, const char *prefix
     if (++c->objects > MANIFEST_MAX_DOCS)
         return fail(c, NULL, "more than %d objects", MANIFEST_MAX_DOCS);
 
-    _cleanup_free_ char *kind = NULL, *api = NULL;
+    const char *kind = NULL, *api = NULL;
     int r = want_string_field(c, o, prefix, "kind", NULL, true, &kind);
     if (r < 0)
         return r;
@@ -878,7 +866,7 @@ static int parse_object(struct ctx *c, struct json_object *o, const char *prefix
             return fail(c, path, "expected '%s' for kind %s, got '%s'", kinds[k].api_version,
                         kinds[k].kind, q);
         }
-        /* The parsers move what they keep out of m; the rest is freed here. */
+        /* m borrows from o; the parsers copy what they keep. */
         struct meta m = {0};
         r = parse_meta(c, o, prefix, kinds[k].labels, kinds[k].annotations, &m);
         if (r >= 0)

@@ -107,6 +107,8 @@ static const struct counter_desc counter_descs[_M_COUNTER_MAX] = {
     [M_CTL_REQUESTS] = {"idbroker_control_requests_total", "Requests on the control socket."},
     [M_RATE_LIMITED] = {"idbroker_rate_limited_total",
                         "Token requests refused by the per-pod rate limit."},
+    [M_PROVIDER_RESTARTS] = {"idbroker_provider_restarts_total",
+                             "Restarts of the provider host process after it died or was killed."},
 };
 
 static const struct counter_desc gauge_descs[_G_GAUGE_MAX] = {

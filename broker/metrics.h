@@ -26,6 +26,7 @@ enum metric_counter {
     M_WATCH_RELISTS,
     M_CTL_REQUESTS,
     M_RATE_LIMITED,
+    M_PROVIDER_RESTARTS,
     _M_COUNTER_MAX,
 };
 

@@ -31,6 +31,7 @@
 
 #define PLUGIN_NAME_MAX 64
 #define PLUGIN_SET_MAX 64
+#define PLUGIN_VERSION_MAX 128
 
 /* ABI 1.0 ends with destroy: a plugin must declare at least that much. */
 #define PROVIDER_V1_0_SIZE (offsetof(struct idb_provider, destroy) + sizeof(void (*)(void *)))
@@ -55,6 +56,7 @@ static struct plugin *plugin_free(struct plugin *p)
         dlclose(p->dl);
     free(p->name);
     free(p->path);
+    free(p->version);
     free(p);
     return NULL;
 }
@@ -324,11 +326,57 @@ int plugin_set_load(struct plugin_set *s, const char *dir, const char *name, con
     }
     pl->p = p;
     pl->state = state;
+    pl->abi_major = p->abi_major;
+    pl->abi_minor = p->abi_minor;
+    if (IDB_PROVIDER_HAS(p, version) && p->version) {
+        pl->version = strndup(p->version, PLUGIN_VERSION_MAX);
+        if (!pl->version) {
+            r = refuse(-ENOMEM, ret_error, "provider '%s': out of memory", name);
+            goto fail; /* destroy() runs: init() succeeded */
+        }
+    }
     s->items[s->n++] = pl;
     return 0;
 
 fail:
-    /* pl->p is still NULL here, so no destroy() runs for a plugin whose init() failed. */
+    /* pl->p is NULL unless init() succeeded, so no destroy() runs for a plugin whose init() failed.
+     */
     plugin_free(pl);
     return r;
+}
+
+int plugin_set_add_remote(struct plugin_set *s, const char *name, const char *path,
+                          const char *version, uint32_t abi_major, uint32_t abi_minor,
+                          plugin_remote_issue_fn fn, void *ud)
+{
+    if (!s || !path || !fn || !plugin_name_valid(name))
+        return -EINVAL;
+    if (plugin_set_find(s, name))
+        return -EEXIST;
+    if (s->n >= PLUGIN_SET_MAX)
+        return -E2BIG;
+    struct plugin *pl = calloc(1, sizeof(*pl));
+    if (!pl)
+        return -ENOMEM;
+    pl->name = strdup(name);
+    pl->path = strdup(path);
+    pl->version = version ? strndup(version, PLUGIN_VERSION_MAX) : NULL;
+    if (!pl->name || !pl->path || (version && !pl->version)) {
+        plugin_free(pl);
+        return -ENOMEM;
+    }
+    pl->abi_major = abi_major;
+    pl->abi_minor = abi_minor;
+    pl->remote_issue = fn;
+    pl->remote_ud = ud;
+    s->items[s->n++] = pl;
+    return 0;
+}
+
+int plugin_call_issue(const struct plugin *pl, const struct idb_token_req *req,
+                      struct idb_token *ret)
+{
+    if (pl->remote_issue)
+        return pl->remote_issue(pl->remote_ud, pl, req, ret);
+    return pl->p->issue(pl->state, req, ret);
 }

@@ -8,6 +8,11 @@
  *   identities_by_name  ("", name)            -> identities cluster-wide identity lookup by name
  *   exceptions_by_ns    (namespace, "")       -> exceptions
  *
+ * Memory matters here (tens of thousands of objects on every node): a table is an open-addressing
+ * array of object pointers, and the key is read from the object itself, so a table costs 8 to 16
+ * bytes per object and no allocation. An index slot holds its one object directly, and a tagged
+ * pointer to a vector only when several objects share the key.
+ *
  * Every mutation reserves what it needs before it changes anything, so a failed store_put_*()
  * leaves the store as it was (and the caller still owns the object).
  */
@@ -66,242 +71,316 @@ static const char *nz(const char *s)
     return s ? s : "";
 }
 
-/* ---- hash table: (a, b) string pair -> value, chained, key copied into the entry ---- */
+/* ---- tables: open addressing over object pointers, the key read from the object ---- */
 
-struct entry {
-    struct entry *next;
-    uint64_t hash;
-    void *value;
-    const char *b; /* points into key[], after a's NUL */
-    char key[];    /* a NUL b NUL */
+/* Several objects under one key (an index only): the slot holds this, tagged in its low bit.
+ * Objects are at least pointer-aligned, so an object pointer never has that bit set. */
+struct vec {
+    size_t n, cap;
+    const void *items[];
 };
+
+#define VEC_TAG ((uintptr_t)1)
 
 struct table {
-    struct entry **buckets;
-    size_t n_buckets; /* 0 or a power of two */
-    size_t n;
+    void **slots; /* NULL (free), an object, or a tagged struct vec * */
+    size_t cap;   /* 0 or a power of two; never more than 3/4 full */
+    size_t n;     /* used slots: objects in a primary table, keys in an index */
+    void (*key)(const void *obj, const char **ret_a, const char **ret_b);
 };
+
+static bool slot_is_vec(const void *p)
+{
+    return ((uintptr_t)p & VEC_TAG) != 0;
+}
+
+static struct vec *slot_vec(const void *p)
+{
+    return (struct vec *)((uintptr_t)p & ~VEC_TAG);
+}
+
+static void *vec_slot(struct vec *v)
+{
+    return (void *)((uintptr_t)v | VEC_TAG);
+}
+
+/* The object a used slot's key is read from: every object of a vector has the same key. */
+static const void *slot_obj(const void *p)
+{
+    return slot_is_vec(p) ? slot_vec(p)->items[0] : p;
+}
 
 static uint64_t key_hash(const char *a, const char *b)
 {
     return fnv_str(fnv_str(FNV_OFFSET, a), b);
 }
 
-static struct entry *table_find(const struct table *t, const char *a, const char *b)
+static uint64_t slot_hash(const struct table *t, const void *p)
 {
-    if (t->n_buckets == 0)
-        return NULL;
-    uint64_t h = key_hash(a, b);
-    for (struct entry *e = t->buckets[h & (t->n_buckets - 1)]; e; e = e->next)
-        if (e->hash == h && streq(e->key, a) && streq(e->b, b))
-            return e;
-    return NULL;
+    const char *a, *b;
+    t->key(slot_obj(p), &a, &b);
+    return key_hash(a, b);
 }
+
+/* The index of the slot that holds (a, b), or of the free slot where it would go; *ret_found says
+ * which. The table has slots, and always a free one. */
+static size_t table_probe(const struct table *t, const char *a, const char *b, bool *ret_found)
+{
+    size_t mask = t->cap - 1;
+    for (size_t i = key_hash(a, b) & mask;; i = (i + 1) & mask) {
+        const void *p = t->slots[i];
+        if (!p) {
+            *ret_found = false;
+            return i;
+        }
+        const char *ka, *kb;
+        t->key(slot_obj(p), &ka, &kb);
+        if (streq(kb, b) && streq(ka, a)) {
+            *ret_found = true;
+            return i;
+        }
+    }
+}
+
+/* The slot of (a, b), or NULL. */
+static void *const *table_find(const struct table *t, const char *a, const char *b)
+{
+    if (t->cap == 0)
+        return NULL;
+    bool found;
+    size_t i = table_probe(t, a, b, &found);
+    return found ? &t->slots[i] : NULL;
+}
+
+static int table_resize(struct table *t, size_t cap)
+{
+    void **slots = calloc(cap, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        void *p = t->slots[i];
+        if (!p)
+            continue;
+        size_t k = slot_hash(t, p) & (cap - 1);
+        while (slots[k])
+            k = (k + 1) & (cap - 1);
+        slots[k] = p;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+/* Makes room for one more key, so that adding one cannot fail. */
+static int table_reserve(struct table *t)
+{
+    if (t->cap > 0 && (t->n + 1) * 4 <= t->cap * 3)
+        return 0;
+    return table_resize(t, t->cap ? t->cap * 2 : 16);
+}
+
+/* Empties slot i and moves later slots of its run back, so no probe sequence is cut short
+ * (backward-shift deletion: linear probing needs no tombstones). */
+static void table_delete_at(struct table *t, size_t i)
+{
+    size_t mask = t->cap - 1;
+    for (size_t j = (i + 1) & mask; t->slots[j]; j = (j + 1) & mask) {
+        size_t home = slot_hash(t, t->slots[j]) & mask;
+        /* The entry at j may move to i unless its home lies cyclically in (i, j]. */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            t->slots[i] = t->slots[j];
+            i = j;
+        }
+    }
+    t->slots[i] = NULL;
+    t->n--;
+    /* Shrink after mass deletion (a relist that emptied a kind), keeping it at most 3/8 full so
+     * the next additions do not grow it straight back. Failure only keeps the larger array. */
+    if (t->cap > 16 && t->n * 8 < t->cap)
+        (void)table_resize(t, t->cap / 2);
+}
+
+/* Frees the slot array, the vectors, and (free_obj, may be NULL) every object. */
+static void table_done(struct table *t, void (*free_obj)(void *))
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        void *p = t->slots[i];
+        if (!p)
+            continue;
+        if (slot_is_vec(p)) {
+            struct vec *v = slot_vec(p);
+            for (size_t k = 0; free_obj && k < v->n; k++)
+                free_obj((void *)v->items[k]);
+            free(v);
+        } else if (free_obj)
+            free_obj(p);
+    }
+    free(t->slots);
+    t->slots = NULL;
+    t->cap = t->n = 0;
+}
+
+/* ---- primary tables: one object per key ---- */
 
 static void *table_get(const struct table *t, const char *a, const char *b)
 {
-    struct entry *e = table_find(t, a, b);
-    return e ? e->value : NULL;
+    void *const *slot = table_find(t, a, b);
+    return slot ? *slot : NULL;
 }
 
-static struct entry *entry_new(const char *a, const char *b, void *value)
+/* Puts obj under its key after table_reserve(); returns the object it replaces, or NULL. */
+static void *primary_put(struct table *t, void *obj)
 {
-    size_t la = strlen(a), lb = strlen(b);
-    struct entry *e = malloc(sizeof(*e) + la + lb + 2);
-    if (!e)
+    const char *a, *b;
+    t->key(obj, &a, &b);
+    bool found;
+    size_t i = table_probe(t, a, b, &found);
+    void *old = found ? t->slots[i] : NULL;
+    t->slots[i] = obj;
+    if (!found)
+        t->n++;
+    return old;
+}
+
+/* Takes (a, b) out and returns its object, or NULL. */
+static void *primary_take(struct table *t, const char *a, const char *b)
+{
+    if (!a || !b || t->cap == 0)
         return NULL;
-    memcpy(e->key, a, la + 1);
-    memcpy(e->key + la + 1, b, lb + 1);
-    e->b = e->key + la + 1;
-    e->hash = key_hash(a, b);
-    e->value = value;
-    e->next = NULL;
-    return e;
-}
-
-/* Doubles the bucket array when the load passes 1. Failure is harmless: chains only get longer. */
-static void table_maybe_grow(struct table *t)
-{
-    if (t->n < t->n_buckets)
-        return;
-    size_t nb = t->n_buckets ? t->n_buckets * 2 : 16;
-    struct entry **buckets = calloc(nb, sizeof(*buckets));
-    if (!buckets)
-        return;
-    for (size_t i = 0; i < t->n_buckets; i++) {
-        struct entry *e = t->buckets[i];
-        while (e) {
-            struct entry *next = e->next;
-            e->next = buckets[e->hash & (nb - 1)];
-            buckets[e->hash & (nb - 1)] = e;
-            e = next;
-        }
-    }
-    free(t->buckets);
-    t->buckets = buckets;
-    t->n_buckets = nb;
-}
-
-/* Links a fresh entry (from entry_new) whose key is not in the table yet. table_reserve() must have
- * succeeded before, so this never fails. */
-static void table_link(struct table *t, struct entry *e)
-{
-    table_maybe_grow(t);
-    size_t i = e->hash & (t->n_buckets - 1);
-    e->next = t->buckets[i];
-    t->buckets[i] = e;
-    t->n++;
-}
-
-/* Unlinks and returns the entry for (a, b), or NULL. The caller frees it. */
-static struct entry *table_unlink(struct table *t, const char *a, const char *b)
-{
-    if (t->n_buckets == 0)
+    bool found;
+    size_t i = table_probe(t, a, b, &found);
+    if (!found)
         return NULL;
-    uint64_t h = key_hash(a, b);
-    for (struct entry **pe = &t->buckets[h & (t->n_buckets - 1)]; *pe; pe = &(*pe)->next) {
-        struct entry *e = *pe;
-        if (e->hash == h && streq(e->key, a) && streq(e->b, b)) {
-            *pe = e->next;
-            t->n--;
-            return e;
-        }
-    }
-    return NULL;
+    void *obj = t->slots[i];
+    table_delete_at(t, i);
+    return obj;
 }
 
-/* Ensures a bucket array exists, so table_link() never has to allocate. */
-static int table_reserve(struct table *t)
+/* ---- indexes (multimaps): objects sharing a key ---- */
+
+/* The objects under (a, b): returns how many, and *ret_items (borrowed; valid until the index
+ * changes) when there are any. */
+static size_t mm_get(const struct table *t, const char *a, const char *b,
+                     const void *const **ret_items)
 {
-    if (t->n_buckets > 0)
+    void *const *slot = table_find(t, a, b);
+    if (!slot)
         return 0;
-    t->buckets = calloc(16, sizeof(*t->buckets));
-    if (!t->buckets)
-        return -ENOMEM;
-    t->n_buckets = 16;
-    return 0;
-}
-
-/* Frees every entry, calling free_value on each value (may be NULL). */
-static void table_done(struct table *t, void (*free_value)(void *))
-{
-    for (size_t i = 0; i < t->n_buckets; i++) {
-        struct entry *e = t->buckets[i];
-        while (e) {
-            struct entry *next = e->next;
-            if (free_value)
-                free_value(e->value);
-            free(e);
-            e = next;
-        }
+    if (slot_is_vec(*slot)) {
+        const struct vec *v = slot_vec(*slot);
+        *ret_items = v->items;
+        return v->n;
     }
-    free(t->buckets);
-    *t = (struct table){0};
+    *ret_items = (const void *const *)slot; /* the slot itself is a one-object array */
+    return 1;
 }
 
-/* ---- multimap: a table whose values are vectors of borrowed pointers ---- */
-
-struct vec {
-    const void **items;
-    size_t n, cap;
-};
-
-static void vec_free(void *p)
+/* Makes room for one more object under (a, b), so that mm_add() cannot fail. A key that holds one
+ * object gets its vector here; a vector of one is as valid as a bare object. */
+static int mm_reserve(struct table *t, const char *a, const char *b)
 {
-    struct vec *v = p;
-    if (!v)
-        return;
-    free(v->items);
-    free(v);
-}
-
-/* Returns the vector for (a, b) with room for one more item, creating it if needed. The only step
- * of an index update that can fail; a vector created here and never filled is empty and harmless.
- */
-static int mm_reserve(struct table *mm, const char *a, const char *b, struct vec **ret)
-{
-    struct vec *v = table_get(mm, a, b);
-    if (!v) {
-        int r = table_reserve(mm);
-        if (r < 0)
-            return r;
-        v = calloc(1, sizeof(*v));
+    int r = table_reserve(t);
+    if (r < 0)
+        return r;
+    bool found;
+    size_t i = table_probe(t, a, b, &found);
+    if (!found)
+        return 0;
+    void *p = t->slots[i];
+    struct vec *v;
+    if (!slot_is_vec(p)) {
+        v = malloc(sizeof(*v) + 2 * sizeof(v->items[0]));
         if (!v)
             return -ENOMEM;
-        struct entry *e = entry_new(a, b, v);
-        if (!e) {
-            free(v);
+        v->n = 1;
+        v->cap = 2;
+        v->items[0] = p;
+    } else {
+        v = slot_vec(p);
+        if (v->n < v->cap)
+            return 0;
+        v = realloc(v, sizeof(*v) + 2 * v->cap * sizeof(v->items[0]));
+        if (!v)
             return -ENOMEM;
-        }
-        table_link(mm, e);
+        v->cap *= 2;
     }
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 2;
-        const void **items = realloc(v->items, cap * sizeof(*items));
-        if (!items)
-            return -ENOMEM;
-        v->items = items;
-        v->cap = cap;
-    }
-    *ret = v;
+    t->slots[i] = vec_slot(v);
     return 0;
 }
 
-static void vec_push(struct vec *v, const void *item)
+/* Adds obj under its key; mm_reserve() for that key came first. */
+static void mm_add(struct table *t, const void *obj)
 {
-    /* Room was made by mm_reserve(). */
-    v->items[v->n++] = item;
+    const char *a, *b;
+    t->key(obj, &a, &b);
+    bool found;
+    size_t i = table_probe(t, a, b, &found);
+    if (!found) {
+        t->slots[i] = (void *)obj;
+        t->n++;
+        return;
+    }
+    /* mm_reserve() made the slot a vector with room. */
+    struct vec *v = slot_vec(t->slots[i]);
+    v->items[v->n++] = obj;
 }
 
-/* Removes item from the vector of (a, b), keeping the vector even if it becomes empty. */
-static void mm_remove_keep(struct table *mm, const char *a, const char *b, const void *item)
+/* Removes obj from under its key (read from obj, which must still be intact). */
+static void mm_remove(struct table *t, const void *obj)
 {
-    struct vec *v = table_get(mm, a, b);
-    if (!v)
+    const char *a, *b;
+    t->key(obj, &a, &b);
+    void *const *slot = table_find(t, a, b);
+    if (!slot)
         return;
-    for (size_t i = 0; i < v->n; i++)
-        if (v->items[i] == item) {
-            v->items[i] = v->items[--v->n];
-            return;
+    size_t i = (size_t)(slot - t->slots);
+    if (!slot_is_vec(*slot)) {
+        if (*slot == obj)
+            table_delete_at(t, i);
+        return;
+    }
+    struct vec *v = slot_vec(*slot);
+    for (size_t k = 0; k < v->n; k++)
+        if (v->items[k] == obj) {
+            v->items[k] = v->items[--v->n];
+            break;
         }
+    if (v->n == 1) {
+        t->slots[i] = (void *)v->items[0];
+        free(v);
+    } else if (v->n == 0) {
+        /* A vector of one (see mm_reserve) emptied: no object is left to key it. */
+        free(v);
+        table_delete_at(t, i);
+    }
 }
 
-/* Drops the vector of (a, b) if it is empty, so churn of selectors does not accumulate memory. */
-static void mm_drop_if_empty(struct table *mm, const char *a, const char *b)
+/* Replaces old by obj, which has the same key. */
+static void mm_replace(struct table *t, const void *old, const void *obj)
 {
-    struct vec *v = table_get(mm, a, b);
-    if (!v || v->n > 0)
+    const char *a, *b;
+    t->key(old, &a, &b);
+    void *const *slot = table_find(t, a, b);
+    if (!slot)
         return;
-    struct entry *e = table_unlink(mm, a, b);
-    vec_free(e->value);
-    free(e);
-}
-
-static void mm_remove(struct table *mm, const char *a, const char *b, const void *item)
-{
-    mm_remove_keep(mm, a, b, item);
-    mm_drop_if_empty(mm, a, b);
-}
-
-static void mm_replace(struct table *mm, const char *a, const char *b, const void *old,
-                       const void *item)
-{
-    struct vec *v = table_get(mm, a, b);
-    if (!v)
+    size_t i = (size_t)(slot - t->slots);
+    if (!slot_is_vec(*slot)) {
+        if (*slot == old)
+            t->slots[i] = (void *)obj;
         return;
-    for (size_t i = 0; i < v->n; i++)
-        if (v->items[i] == old) {
-            v->items[i] = item;
-            return;
-        }
-}
-
-static const struct vec *mm_get(const struct table *mm, const char *a, const char *b)
-{
-    return table_get(mm, a, b);
+    }
+    struct vec *v = slot_vec(*slot);
+    for (size_t k = 0; k < v->n; k++)
+        if (v->items[k] == old)
+            v->items[k] = obj;
 }
 
 /* ---- objects ---- */
+
+/* What empty strings of packed objects point to. */
+static char empty_string[1];
 
 static void kv_free_array(struct kv *kv, size_t n)
 {
@@ -320,22 +399,164 @@ static const char *kv_get(const struct kv *kv, size_t n, const char *key)
     return NULL;
 }
 
+/* Packing: pack_size() adds up what pack_str() and pack_kv() will take, then one malloc holds the
+ * struct, its arrays and its strings, in that order (arrays of pointers first, so they stay
+ * aligned). */
+static size_t str_size(const char *s)
+{
+    return s && *s ? strlen(s) + 1 : 0;
+}
+
+static size_t kv_size(const struct kv *kv, size_t n)
+{
+    size_t sum = n * sizeof(*kv);
+    for (size_t i = 0; i < n; i++)
+        sum += str_size(kv[i].key) + str_size(kv[i].value);
+    return sum;
+}
+
+/* Copies s to *cursor and advances it; "" becomes the shared empty string, NULL stays NULL. */
+static char *pack_str(char **cursor, const char *s)
+{
+    if (!s)
+        return NULL;
+    if (!*s)
+        return empty_string;
+    size_t n = strlen(s) + 1;
+    char *d = memcpy(*cursor, s, n);
+    *cursor += n;
+    return d;
+}
+
+/* Copies the array to *arr (n elements, already carved out of the block) and its strings to
+ * *cursor. Returns NULL for n == 0. */
+static struct kv *pack_kv(struct kv *arr, char **cursor, const struct kv *kv, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        arr[i].key = pack_str(cursor, kv[i].key);
+        arr[i].value = pack_str(cursor, kv[i].value);
+    }
+    return arr;
+}
+
+struct identity *identity_new(const struct identity *t)
+{
+    size_t n_ann = t->annotations ? t->n_annotations : 0;
+    size_t size = sizeof(*t) + kv_size(t->annotations, n_ann) + str_size(t->namespace) +
+                  str_size(t->name) + str_size(t->uid) + str_size(t->resource_id) +
+                  str_size(t->client_id) + str_size(t->tenant_id) + str_size(t->ad_endpoint) +
+                  str_size(t->ad_resource_id) + str_size(t->secret_name) +
+                  str_size(t->secret_namespace) + str_size(t->origin);
+    struct identity *i = malloc(size);
+    if (!i)
+        return NULL;
+    struct kv *arr = (struct kv *)(i + 1);
+    char *c = (char *)(arr + n_ann);
+    *i = (struct identity){
+        .type = t->type,
+        .packed = true,
+        .n_annotations = n_ann,
+    };
+    i->annotations = pack_kv(arr, &c, t->annotations, n_ann);
+    i->namespace = pack_str(&c, t->namespace);
+    i->name = pack_str(&c, t->name);
+    i->uid = pack_str(&c, t->uid);
+    i->resource_id = pack_str(&c, t->resource_id);
+    i->client_id = pack_str(&c, t->client_id);
+    i->tenant_id = pack_str(&c, t->tenant_id);
+    i->ad_endpoint = pack_str(&c, t->ad_endpoint);
+    i->ad_resource_id = pack_str(&c, t->ad_resource_id);
+    i->secret_name = pack_str(&c, t->secret_name);
+    i->secret_namespace = pack_str(&c, t->secret_namespace);
+    i->origin = pack_str(&c, t->origin);
+    identity_update_hash(i);
+    return i;
+}
+
+struct binding *binding_new(const struct binding *t)
+{
+    size_t size = sizeof(*t) + str_size(t->namespace) + str_size(t->name) + str_size(t->identity) +
+                  str_size(t->selector) + str_size(t->origin);
+    struct binding *b = malloc(size);
+    if (!b)
+        return NULL;
+    char *c = (char *)(b + 1);
+    *b = (struct binding){.weight = t->weight, .packed = true};
+    b->namespace = pack_str(&c, t->namespace);
+    b->name = pack_str(&c, t->name);
+    b->identity = pack_str(&c, t->identity);
+    b->selector = pack_str(&c, t->selector);
+    b->origin = pack_str(&c, t->origin);
+    return b;
+}
+
+struct pod_exception *pod_exception_new(const struct pod_exception *t)
+{
+    size_t n_lab = t->pod_labels ? t->n_pod_labels : 0;
+    size_t size = sizeof(*t) + kv_size(t->pod_labels, n_lab) + str_size(t->namespace) +
+                  str_size(t->name) + str_size(t->origin);
+    struct pod_exception *e = malloc(size);
+    if (!e)
+        return NULL;
+    struct kv *arr = (struct kv *)(e + 1);
+    char *c = (char *)(arr + n_lab);
+    *e = (struct pod_exception){.n_pod_labels = n_lab, .packed = true};
+    e->pod_labels = pack_kv(arr, &c, t->pod_labels, n_lab);
+    e->namespace = pack_str(&c, t->namespace);
+    e->name = pack_str(&c, t->name);
+    e->origin = pack_str(&c, t->origin);
+    return e;
+}
+
+struct pod_meta *pod_meta_new(const struct pod_meta *t)
+{
+    size_t n_lab = t->labels ? t->n_labels : 0, n_ips = t->ips ? t->n_ips : 0;
+    size_t size = sizeof(*t) + n_ips * sizeof(char *) + kv_size(t->labels, n_lab) +
+                  str_size(t->namespace) + str_size(t->name) + str_size(t->uid) +
+                  str_size(t->node) + str_size(t->origin);
+    for (size_t k = 0; k < n_ips; k++)
+        size += str_size(t->ips[k]);
+    struct pod_meta *p = malloc(size);
+    if (!p)
+        return NULL;
+    char **ips = (char **)(p + 1);
+    struct kv *arr = (struct kv *)(ips + n_ips);
+    char *c = (char *)(arr + n_lab);
+    *p = (struct pod_meta){.n_labels = n_lab, .n_ips = n_ips, .packed = true};
+    p->labels = pack_kv(arr, &c, t->labels, n_lab);
+    if (n_ips > 0) {
+        for (size_t k = 0; k < n_ips; k++)
+            ips[k] = pack_str(&c, t->ips[k]);
+        p->ips = ips;
+    }
+    p->namespace = pack_str(&c, t->namespace);
+    p->name = pack_str(&c, t->name);
+    p->uid = pack_str(&c, t->uid);
+    p->node = pack_str(&c, t->node);
+    p->origin = pack_str(&c, t->origin);
+    return p;
+}
+
 struct identity *identity_free(struct identity *i)
 {
     if (!i)
         return NULL;
-    free(i->namespace);
-    free(i->name);
-    free(i->uid);
-    free(i->resource_id);
-    free(i->client_id);
-    free(i->tenant_id);
-    free(i->ad_endpoint);
-    free(i->ad_resource_id);
-    free(i->secret_name);
-    free(i->secret_namespace);
-    kv_free_array(i->annotations, i->n_annotations);
-    free(i->origin);
+    if (!i->packed) {
+        free(i->namespace);
+        free(i->name);
+        free(i->uid);
+        free(i->resource_id);
+        free(i->client_id);
+        free(i->tenant_id);
+        free(i->ad_endpoint);
+        free(i->ad_resource_id);
+        free(i->secret_name);
+        free(i->secret_namespace);
+        kv_free_array(i->annotations, i->n_annotations);
+        free(i->origin);
+    }
     free(i);
     return NULL;
 }
@@ -344,11 +565,13 @@ struct binding *binding_free(struct binding *b)
 {
     if (!b)
         return NULL;
-    free(b->namespace);
-    free(b->name);
-    free(b->identity);
-    free(b->selector);
-    free(b->origin);
+    if (!b->packed) {
+        free(b->namespace);
+        free(b->name);
+        free(b->identity);
+        free(b->selector);
+        free(b->origin);
+    }
     free(b);
     return NULL;
 }
@@ -357,10 +580,12 @@ struct pod_exception *pod_exception_free(struct pod_exception *e)
 {
     if (!e)
         return NULL;
-    free(e->namespace);
-    free(e->name);
-    kv_free_array(e->pod_labels, e->n_pod_labels);
-    free(e->origin);
+    if (!e->packed) {
+        free(e->namespace);
+        free(e->name);
+        kv_free_array(e->pod_labels, e->n_pod_labels);
+        free(e->origin);
+    }
     free(e);
     return NULL;
 }
@@ -369,19 +594,20 @@ struct pod_meta *pod_meta_free(struct pod_meta *p)
 {
     if (!p)
         return NULL;
-    free(p->namespace);
-    free(p->name);
-    free(p->uid);
-    free(p->node);
-    kv_free_array(p->labels, p->n_labels);
-    for (size_t i = 0; i < p->n_ips; i++)
-        free(p->ips[i]);
-    free(p->ips);
-    free(p->origin);
+    if (!p->packed) {
+        free(p->namespace);
+        free(p->name);
+        free(p->uid);
+        free(p->node);
+        kv_free_array(p->labels, p->n_labels);
+        for (size_t i = 0; i < p->n_ips; i++)
+            free(p->ips[i]);
+        free(p->ips);
+        free(p->origin);
+    }
     free(p);
     return NULL;
 }
-
 void identity_update_hash(struct identity *i)
 {
     uint64_t h = FNV_OFFSET;
@@ -417,21 +643,86 @@ const char *identity_annotation(const struct identity *i, const char *key)
 
 /* ---- the store ---- */
 
+/* Keys of the tables and indexes. */
+static void key_identity(const void *o, const char **ret_a, const char **ret_b)
+{
+    const struct identity *i = o;
+    *ret_a = i->namespace;
+    *ret_b = i->name;
+}
+
+static void key_identity_name(const void *o, const char **ret_a, const char **ret_b)
+{
+    *ret_a = "";
+    *ret_b = ((const struct identity *)o)->name;
+}
+
+static void key_binding(const void *o, const char **ret_a, const char **ret_b)
+{
+    const struct binding *b = o;
+    *ret_a = b->namespace;
+    *ret_b = b->name;
+}
+
+static void key_binding_ns_sel(const void *o, const char **ret_a, const char **ret_b)
+{
+    const struct binding *b = o;
+    *ret_a = b->namespace;
+    *ret_b = nz(b->selector);
+}
+
+static void key_binding_sel(const void *o, const char **ret_a, const char **ret_b)
+{
+    *ret_a = "";
+    *ret_b = nz(((const struct binding *)o)->selector);
+}
+
+static void key_exception(const void *o, const char **ret_a, const char **ret_b)
+{
+    const struct pod_exception *e = o;
+    *ret_a = e->namespace;
+    *ret_b = e->name;
+}
+
+static void key_exception_ns(const void *o, const char **ret_a, const char **ret_b)
+{
+    *ret_a = ((const struct pod_exception *)o)->namespace;
+    *ret_b = "";
+}
+
+static void key_pod(const void *o, const char **ret_a, const char **ret_b)
+{
+    const struct pod_meta *p = o;
+    *ret_a = p->namespace;
+    *ret_b = p->name;
+}
+
 struct store {
     struct table identities; /* (ns, name) -> struct identity */
     struct table bindings;   /* (ns, name) -> struct binding */
     struct table exceptions; /* (ns, name) -> struct pod_exception */
     struct table pods;       /* (ns, name) -> struct pod_meta */
 
-    struct table bindings_by_ns_sel; /* (ns, selector) -> vec of bindings */
-    struct table bindings_by_sel;    /* ("", selector) -> vec of bindings */
-    struct table identities_by_name; /* ("", name) -> vec of identities */
-    struct table exceptions_by_ns;   /* (ns, "") -> vec of exceptions */
+    struct table bindings_by_ns_sel; /* (ns, selector) -> bindings */
+    struct table bindings_by_sel;    /* ("", selector) -> bindings */
+    struct table identities_by_name; /* ("", name) -> identities */
+    struct table exceptions_by_ns;   /* (ns, "") -> exceptions */
 };
 
 struct store *store_new(void)
 {
-    return calloc(1, sizeof(struct store));
+    struct store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->identities.key = key_identity;
+    s->bindings.key = key_binding;
+    s->exceptions.key = key_exception;
+    s->pods.key = key_pod;
+    s->bindings_by_ns_sel.key = key_binding_ns_sel;
+    s->bindings_by_sel.key = key_binding_sel;
+    s->identities_by_name.key = key_identity_name;
+    s->exceptions_by_ns.key = key_exception_ns;
+    return s;
 }
 
 static void identity_free_void(void *p)
@@ -458,10 +749,10 @@ struct store *store_free(struct store *s)
 {
     if (!s)
         return NULL;
-    table_done(&s->bindings_by_ns_sel, vec_free);
-    table_done(&s->bindings_by_sel, vec_free);
-    table_done(&s->identities_by_name, vec_free);
-    table_done(&s->exceptions_by_ns, vec_free);
+    table_done(&s->bindings_by_ns_sel, NULL);
+    table_done(&s->bindings_by_sel, NULL);
+    table_done(&s->identities_by_name, NULL);
+    table_done(&s->exceptions_by_ns, NULL);
     table_done(&s->identities, identity_free_void);
     table_done(&s->bindings, binding_free_void);
     table_done(&s->exceptions, exception_free_void);
@@ -475,65 +766,24 @@ static bool key_ok(const char *ns, const char *name)
     return ns && name && *ns && *name;
 }
 
-/* Inserts or replaces `value` under (ns, name) in a primary table. The caller has called
- * table_reserve() and, for a new key, passes a fresh entry in *fresh (consumed). Returns the old
- * value or NULL. */
-static void *primary_set(struct table *t, struct entry *existing, struct entry **fresh, void *value)
-{
-    if (existing) {
-        void *old = existing->value;
-        existing->value = value;
-        return old;
-    }
-    (*fresh)->value = value;
-    table_link(t, TAKE_PTR(*fresh));
-    return NULL;
-}
-
-/* Prepares a primary-table insert of (ns, name): returns the existing entry in *ret_existing, or a
- * fresh unlinked entry in *ret_fresh. */
-static int primary_prepare(struct table *t, const char *ns, const char *name,
-                           struct entry **ret_existing, struct entry **ret_fresh)
-{
-    int r = table_reserve(t);
-    if (r < 0)
-        return r;
-    struct entry *e = table_find(t, ns, name);
-    if (e) {
-        *ret_existing = e;
-        *ret_fresh = NULL;
-        return 0;
-    }
-    struct entry *f = entry_new(ns, name, NULL);
-    if (!f)
-        return -ENOMEM;
-    *ret_existing = NULL;
-    *ret_fresh = f;
-    return 0;
-}
-
 int store_put_identity(struct store *s, struct identity *i)
 {
     if (!s || !i || !key_ok(i->namespace, i->name))
         return -EINVAL;
-
-    struct entry *existing, *fresh;
-    int r = primary_prepare(&s->identities, i->namespace, i->name, &existing, &fresh);
+    /* A replacement keeps its key in the index (same name): no room to reserve there. */
+    bool replace = table_get(&s->identities, i->namespace, i->name) != NULL;
+    int r = table_reserve(&s->identities);
+    if (r >= 0 && !replace)
+        r = mm_reserve(&s->identities_by_name, "", i->name);
     if (r < 0)
         return r;
-    struct vec *v;
-    r = mm_reserve(&s->identities_by_name, "", i->name, &v);
-    if (r < 0) {
-        free(fresh);
-        return r;
-    }
 
     identity_update_hash(i);
-    struct identity *old = primary_set(&s->identities, existing, &fresh, i);
+    struct identity *old = primary_put(&s->identities, i);
     if (old)
-        mm_replace(&s->identities_by_name, "", old->name, old, i);
+        mm_replace(&s->identities_by_name, old, i); /* same name, same key */
     else
-        vec_push(v, i);
+        mm_add(&s->identities_by_name, i);
     identity_free(old);
     return 0;
 }
@@ -542,35 +792,31 @@ int store_put_binding(struct store *s, struct binding *b)
 {
     if (!s || !b || !key_ok(b->namespace, b->name))
         return -EINVAL;
-
-    struct entry *existing, *fresh;
-    int r = primary_prepare(&s->bindings, b->namespace, b->name, &existing, &fresh);
+    const struct binding *cur = table_get(&s->bindings, b->namespace, b->name);
+    bool same_keys = cur && streq(nz(cur->selector), nz(b->selector));
+    int r = table_reserve(&s->bindings);
+    if (r >= 0 && !same_keys)
+        r = mm_reserve(&s->bindings_by_ns_sel, b->namespace, nz(b->selector));
+    if (r >= 0 && !same_keys)
+        r = mm_reserve(&s->bindings_by_sel, "", nz(b->selector));
     if (r < 0)
         return r;
-    struct vec *v_ns, *v_all;
-    r = mm_reserve(&s->bindings_by_ns_sel, b->namespace, nz(b->selector), &v_ns);
-    if (r >= 0)
-        r = mm_reserve(&s->bindings_by_sel, "", nz(b->selector), &v_all);
-    if (r < 0) {
-        free(fresh);
-        return r;
-    }
 
-    struct binding *old = primary_set(&s->bindings, existing, &fresh, b);
-    if (old) {
-        /* The old binding may have had another selector. Take it out of its vectors without
-         * dropping them (v_ns / v_all may be the same vectors), add b, and only then drop emptied
-         * ones. */
-        mm_remove_keep(&s->bindings_by_ns_sel, old->namespace, nz(old->selector), old);
-        mm_remove_keep(&s->bindings_by_sel, "", nz(old->selector), old);
+    struct binding *old = primary_put(&s->bindings, b);
+    if (same_keys) {
+        mm_replace(&s->bindings_by_ns_sel, old, b);
+        mm_replace(&s->bindings_by_sel, old, b);
+    } else {
+        /* b goes in first and the old binding (another selector) out after, so no vector is
+         * ever left empty in between. */
+        mm_add(&s->bindings_by_ns_sel, b);
+        mm_add(&s->bindings_by_sel, b);
+        if (old) {
+            mm_remove(&s->bindings_by_ns_sel, old);
+            mm_remove(&s->bindings_by_sel, old);
+        }
     }
-    vec_push(v_ns, b);
-    vec_push(v_all, b);
-    if (old) {
-        mm_drop_if_empty(&s->bindings_by_ns_sel, old->namespace, nz(old->selector));
-        mm_drop_if_empty(&s->bindings_by_sel, "", nz(old->selector));
-        binding_free(old);
-    }
+    binding_free(old);
     return 0;
 }
 
@@ -578,23 +824,18 @@ int store_put_exception(struct store *s, struct pod_exception *e)
 {
     if (!s || !e || !key_ok(e->namespace, e->name))
         return -EINVAL;
-
-    struct entry *existing, *fresh;
-    int r = primary_prepare(&s->exceptions, e->namespace, e->name, &existing, &fresh);
+    bool replace = table_get(&s->exceptions, e->namespace, e->name) != NULL;
+    int r = table_reserve(&s->exceptions);
+    if (r >= 0 && !replace)
+        r = mm_reserve(&s->exceptions_by_ns, e->namespace, "");
     if (r < 0)
         return r;
-    struct vec *v;
-    r = mm_reserve(&s->exceptions_by_ns, e->namespace, "", &v);
-    if (r < 0) {
-        free(fresh);
-        return r;
-    }
 
-    struct pod_exception *old = primary_set(&s->exceptions, existing, &fresh, e);
+    struct pod_exception *old = primary_put(&s->exceptions, e);
     if (old)
-        mm_replace(&s->exceptions_by_ns, old->namespace, "", old, e);
+        mm_replace(&s->exceptions_by_ns, old, e);
     else
-        vec_push(v, e);
+        mm_add(&s->exceptions_by_ns, e);
     pod_exception_free(old);
     return 0;
 }
@@ -603,26 +844,11 @@ int store_put_pod(struct store *s, struct pod_meta *p)
 {
     if (!s || !p || !key_ok(p->namespace, p->name))
         return -EINVAL;
-
-    struct entry *existing, *fresh;
-    int r = primary_prepare(&s->pods, p->namespace, p->name, &existing, &fresh);
+    int r = table_reserve(&s->pods);
     if (r < 0)
         return r;
-    pod_meta_free(primary_set(&s->pods, existing, &fresh, p));
+    pod_meta_free(primary_put(&s->pods, p));
     return 0;
-}
-
-/* Unlinks (ns, name) from a primary table and returns its value, or NULL. */
-static void *primary_take(struct table *t, const char *ns, const char *name)
-{
-    if (!ns || !name)
-        return NULL;
-    struct entry *e = table_unlink(t, ns, name);
-    if (!e)
-        return NULL;
-    void *v = e->value;
-    free(e);
-    return v;
 }
 
 int store_remove_identity(struct store *s, const char *ns, const char *name)
@@ -632,7 +858,7 @@ int store_remove_identity(struct store *s, const char *ns, const char *name)
     struct identity *i = primary_take(&s->identities, ns, name);
     if (!i)
         return 0;
-    mm_remove(&s->identities_by_name, "", i->name, i);
+    mm_remove(&s->identities_by_name, i);
     identity_free(i);
     return 1;
 }
@@ -644,8 +870,8 @@ int store_remove_binding(struct store *s, const char *ns, const char *name)
     struct binding *b = primary_take(&s->bindings, ns, name);
     if (!b)
         return 0;
-    mm_remove(&s->bindings_by_ns_sel, b->namespace, nz(b->selector), b);
-    mm_remove(&s->bindings_by_sel, "", nz(b->selector), b);
+    mm_remove(&s->bindings_by_ns_sel, b);
+    mm_remove(&s->bindings_by_sel, b);
     binding_free(b);
     return 1;
 }
@@ -657,7 +883,7 @@ int store_remove_exception(struct store *s, const char *ns, const char *name)
     struct pod_exception *e = primary_take(&s->exceptions, ns, name);
     if (!e)
         return 0;
-    mm_remove(&s->exceptions_by_ns, e->namespace, "", e);
+    mm_remove(&s->exceptions_by_ns, e);
     pod_exception_free(e);
     return 1;
 }
@@ -709,44 +935,46 @@ size_t store_count_pods(const struct store *s)
 
 /* ---- ordered iteration ---- */
 
-static int entry_cmp(const void *x, const void *y)
-{
-    const struct entry *a = *(const struct entry *const *)x, *b = *(const struct entry *const *)y;
-    int c = strcmp(a->key, b->key);
-    return c ? c : strcmp(a->b, b->b);
-}
-
-/* Returns new: the entries of t sorted by (namespace, name), in *ret (NULL when t is empty). */
-static int table_sorted(const struct table *t, struct entry ***ret)
+/* Returns new: the objects of primary table t, unsorted, in *ret (NULL when t is empty). */
+static int table_objects(const struct table *t, void ***ret)
 {
     if (t->n == 0) {
         *ret = NULL;
         return 0;
     }
-    struct entry **v = malloc(t->n * sizeof(*v));
+    void **v = malloc(t->n * sizeof(*v));
     if (!v)
         return -ENOMEM;
     size_t n = 0;
-    for (size_t i = 0; i < t->n_buckets; i++)
-        for (struct entry *e = t->buckets[i]; e; e = e->next)
-            v[n++] = e;
-    qsort(v, n, sizeof(*v), entry_cmp);
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i])
+            v[n++] = t->slots[i];
     *ret = v;
     return 0;
 }
 
-/* The callbacks must not change the store: the sorted snapshot borrows its entries. */
+/* The callbacks must not change the store: the sorted snapshot borrows its objects. Every kind
+ * has `namespace` and `name`, the order. */
 #define DEFINE_FOREACH(fname, member, type)                                                        \
+    static int fname##_cmp(const void *x, const void *y)                                           \
+    {                                                                                              \
+        const type *a = *(const type *const *)x, *b = *(const type *const *)y;                     \
+        int c = strcmp(a->namespace, b->namespace);                                                \
+        return c ? c : strcmp(a->name, b->name);                                                   \
+    }                                                                                              \
     int fname(const struct store *s, int (*cb)(const type *, void *), void *ud)                    \
     {                                                                                              \
         if (!s || !cb)                                                                             \
             return -EINVAL;                                                                        \
-        _cleanup_free_ struct entry **v = NULL;                                                    \
-        int r = table_sorted(&s->member, &v);                                                      \
+        _cleanup_free_ void **v = NULL;                                                            \
+        int r = table_objects(&s->member, &v);                                                     \
         if (r < 0)                                                                                 \
             return r;                                                                              \
-        for (size_t i = 0; i < s->member.n; i++) {                                                 \
-            r = cb(v[i]->value, ud);                                                               \
+        size_t n = s->member.n;                                                                    \
+        if (n > 1)                                                                                 \
+            qsort(v, n, sizeof(*v), fname##_cmp);                                                  \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            r = cb(v[i], ud);                                                                      \
             if (r < 0)                                                                             \
                 return r;                                                                          \
         }                                                                                          \
@@ -757,7 +985,6 @@ DEFINE_FOREACH(store_foreach_identity, identities, struct identity)
 DEFINE_FOREACH(store_foreach_binding, bindings, struct binding)
 DEFINE_FOREACH(store_foreach_exception, exceptions, struct pod_exception)
 DEFINE_FOREACH(store_foreach_pod, pods, struct pod_meta)
-
 /* ---- JSON views ---- */
 
 static int jadd(struct json_object *o, const char *key, struct json_object *v)
@@ -922,11 +1149,12 @@ static enum cand_status evaluate(const struct store *s, const struct store_polic
     if (!i && !p->namespaced) {
         /* aad-pod-identity's cluster-wide matching: the identity is found by name alone, but only
          * when the name is unambiguous. */
-        const struct vec *v = mm_get(&s->identities_by_name, "", nz(b->identity));
-        if (v && v->n > 1)
+        const void *const *items;
+        size_t n = mm_get(&s->identities_by_name, "", nz(b->identity), &items);
+        if (n > 1)
             return CAND_AMBIGUOUS_IDENTITY;
-        if (v && v->n == 1)
-            i = v->items[0];
+        if (n == 1)
+            i = items[0];
     }
     if (!i)
         return CAND_NO_IDENTITY;
@@ -1030,12 +1258,11 @@ static bool better(const struct binding *b, const struct identity *i, const stru
 static const struct pod_exception *find_exception(const struct store *s, const struct pod_meta *pod,
                                                   const struct kv **ret_label)
 {
-    const struct vec *v = mm_get(&s->exceptions_by_ns, pod->namespace, "");
-    if (!v)
-        return NULL;
+    const void *const *items;
+    size_t n = mm_get(&s->exceptions_by_ns, pod->namespace, "", &items);
     const struct pod_exception *found = NULL;
-    for (size_t k = 0; k < v->n; k++) {
-        const struct pod_exception *e = v->items[k];
+    for (size_t k = 0; k < n; k++) {
+        const struct pod_exception *e = items[k];
         /* Several may match: report the first by name, so the reason is stable. */
         if (found && strcmp(e->name, found->name) >= 0)
             continue;
@@ -1085,14 +1312,15 @@ int store_decide(const struct store *s, const struct store_policy *p, const char
         goto out;
     }
 
-    const struct vec *v = p->namespaced ? mm_get(&s->bindings_by_ns_sel, ns, value)
-                                        : mm_get(&s->bindings_by_sel, "", value);
+    const void *const *items;
+    size_t n_items = p->namespaced ? mm_get(&s->bindings_by_ns_sel, ns, value, &items)
+                                   : mm_get(&s->bindings_by_sel, "", value, &items);
     const struct binding *best_b = NULL, *skipped_b = NULL;
     const struct identity *best_i = NULL, *skipped_i = NULL, *other_i = NULL;
     enum cand_status skipped_st = CAND_OK;
     size_t n_bound = 0;
-    for (size_t k = 0; v && k < v->n; k++) {
-        const struct binding *b = v->items[k];
+    for (size_t k = 0; k < n_items; k++) {
+        const struct binding *b = items[k];
         const struct identity *i;
         enum cand_status st = evaluate(s, p, pod, b, &i);
         if (st != CAND_OK) {
@@ -1192,16 +1420,17 @@ int store_foreach_grant(const struct store *s, const struct store_policy *p, con
     const char *value = pod_label(pod, STORE_POD_LABEL);
     if (!value)
         return 0;
-    const struct vec *v = p->namespaced ? mm_get(&s->bindings_by_ns_sel, ns, value)
-                                        : mm_get(&s->bindings_by_sel, "", value);
-    if (!v || v->n == 0)
+    const void *const *items;
+    size_t n_items = p->namespaced ? mm_get(&s->bindings_by_ns_sel, ns, value, &items)
+                                   : mm_get(&s->bindings_by_sel, "", value, &items);
+    if (n_items == 0)
         return 0;
-    _cleanup_free_ struct grant *g = calloc(v->n, sizeof(*g));
+    _cleanup_free_ struct grant *g = calloc(n_items, sizeof(*g));
     if (!g)
         return -ENOMEM;
     size_t n = 0;
-    for (size_t k = 0; k < v->n; k++) {
-        const struct binding *b = v->items[k];
+    for (size_t k = 0; k < n_items; k++) {
+        const struct binding *b = items[k];
         const struct identity *i;
         if (evaluate(s, p, pod, b, &i) != CAND_OK)
             continue;
@@ -1262,16 +1491,17 @@ static int explain_candidates(const struct store *s, const struct store_policy *
                               struct json_object *arr)
 {
     const char *value = pod_label(pod, STORE_POD_LABEL);
-    const struct vec *v = value ? mm_get(&s->bindings_by_sel, "", value) : NULL;
-    if (!v)
+    const void *const *items;
+    size_t n = value ? mm_get(&s->bindings_by_sel, "", value, &items) : 0;
+    if (n == 0)
         return 0;
-    _cleanup_free_ const struct binding **sorted = malloc(v->n * sizeof(*sorted));
+    _cleanup_free_ const struct binding **sorted = malloc(n * sizeof(*sorted));
     if (!sorted)
         return -ENOMEM;
-    memcpy(sorted, v->items, v->n * sizeof(*sorted));
-    qsort(sorted, v->n, sizeof(*sorted), binding_ptr_cmp);
+    memcpy(sorted, items, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), binding_ptr_cmp);
 
-    for (size_t k = 0; k < v->n; k++) {
+    for (size_t k = 0; k < n; k++) {
         const struct binding *b = sorted[k];
         const struct identity *i;
         enum cand_status st = evaluate(s, p, pod, b, &i);

@@ -7,6 +7,13 @@
  *
  * Objects are keyed by (namespace, name). Adding an object with an existing key replaces it.
  * Ownership: store_put_*() take ownership of the object on success only.
+ *
+ * An object is either built field by field (calloc, each string its own allocation; `packed` is
+ * false) or made by identity_new() and friends: one allocation holding the struct, its arrays and
+ * its strings, the fields pointing into it (`packed` is true). The store holds tens of thousands of
+ * objects, so the sources (manifest.c, k8s-watch.c) make packed ones: one malloc instead of a
+ * dozen, without a malloc header and rounding per string (docs/performance.md has the figures). The *_free() destructors free either kind; empty strings of a
+ * packed object point to one shared read-only "" and must not be written to.
  */
 #ifndef IDB_BROKER_STORE_H
 #define IDB_BROKER_STORE_H
@@ -31,6 +38,7 @@ struct identity {
     char *name;
     char *uid;            /* metadata.uid, may be NULL */
     int type;             /* spec.type: 0 MSI, 1 SP, 2 SP certificate */
+    bool packed;          /* made by identity_new(); never set by hand */
     char *resource_id;    /* spec.resourceID, "" if absent */
     char *client_id;      /* spec.clientID */
     char *tenant_id;      /* spec.tenantID */
@@ -51,6 +59,7 @@ struct binding {
     char *selector; /* spec.selector: value of the pod label aadpodidbinding */
     int64_t weight; /* spec.weight, 0 if absent */
     char *origin;
+    bool packed; /* made by binding_new(); never set by hand */
 };
 
 struct pod_exception {
@@ -59,6 +68,7 @@ struct pod_exception {
     struct kv *pod_labels; /* spec.podLabels */
     size_t n_pod_labels;
     char *origin;
+    bool packed; /* made by pod_exception_new(); never set by hand */
 };
 
 struct pod_meta {
@@ -71,7 +81,18 @@ struct pod_meta {
     char **ips; /* status.podIPs[].ip (else status.podIP) as the source gave them; may be NULL */
     size_t n_ips;
     char *origin;
+    bool packed; /* made by pod_meta_new(); never set by hand */
 };
+
+/*
+ * Return new: a packed copy of *tmpl (one allocation; see the top of this file), or NULL when out
+ * of memory. tmpl and everything it points to are borrowed and may be freed afterwards; its
+ * `packed` flag is ignored. identity_new() computes the copy's hash.
+ */
+struct identity *identity_new(const struct identity *tmpl);
+struct binding *binding_new(const struct binding *tmpl);
+struct pod_exception *pod_exception_new(const struct pod_exception *tmpl);
+struct pod_meta *pod_meta_new(const struct pod_meta *tmpl);
 
 /* Destructors accept NULL and return NULL (STYLE R9). */
 struct identity *identity_free(struct identity *i);

@@ -4,8 +4,8 @@ single-flight of 1000 cold requests, the node-wide IMDS limits (5 concurrent, 20
 policy (Retry-After, hang, 410 during an update, non-retried 4xx), the error mapping to pods, proactive
 refresh at half-life, and the AzurePodIdentityException pass-through (within the same node-wide limits).
 
-Timing knobs are shortened so the test stays short: the "IMDS answers 410 for 30 s" case uses 3 s, and
-tokens live a few seconds in the refresh test. Assertions only bound waits from below (the provider
+The "IMDS answers 410 for 30 s" case runs the full 30 s; tokens live a few seconds in the refresh test
+so that it stays short. Assertions only bound waits from below (the provider
 must wait at least what IMDS asked); nothing asserts that something was fast."""
 import json
 import os
@@ -232,13 +232,13 @@ def test_hang_and_410():
                   "hung attempts were retried within the deadline")
             fake.reset()
 
-            # 410 while IMDS updates (3 s here instead of the documented up-to-70 s): requests fail
-            # with 503 meanwhile and the broker recovers by itself, without a restart.
-            fake.behavior(key=cid(2), mode="status", status=410, for_s=3)
+            # 410 for 30 s while IMDS updates (issue 5's figure; IMDS documents up to 70 s): requests
+            # fail with 503 meanwhile and the broker recovers by itself, without a restart.
+            fake.behavior(key=cid(2), mode="status", status=410, for_s=30)
             st, h, _ = br.token(R, source=pod_ip(1))
             equal(st, 503, "IMDS 410 beyond the deadline -> 503")
             check(len(key_log(fake, cid(2))) >= 2, "410 is retried")
-            deadline = time.time() + 30
+            deadline = time.time() + 60
             while time.time() < deadline:
                 st, _, _ = br.token(R, source=pod_ip(1))
                 if st == 200:

@@ -68,6 +68,7 @@ static void assert_conf_equal(const struct broker_conf *a, const struct broker_c
     if (a->kubeconfig || b->kubeconfig)
         assert_string_equal(strna(a->kubeconfig), strna(b->kubeconfig));
     assert_int_equal(a->source_poll_ms, b->source_poll_ms);
+    assert_int_equal(a->provider_isolation, b->provider_isolation);
     for (int t = 0; t < CONF_MAX_TYPES; t++)
         assert_string_equal(a->type_providers[t], b->type_providers[t]);
     assert_int_equal(a->namespaced, b->namespaced);
@@ -117,6 +118,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->source_poll_ms, 1000);
     assert_int_equal(c->n_providers, 0);
     assert_null(c->providers);
+    assert_int_equal(c->provider_isolation, PROVIDER_ISOLATION_PROCESS);
     assert_string_equal(conf_type_provider(c, 0), "azure-msi");
     assert_string_equal(conf_type_provider(c, 1), "keyvault");
     assert_string_equal(conf_type_provider(c, 2), "keyvault");
@@ -195,6 +197,7 @@ static const char all_keys[] =
     "             \"pollIntervalMs\": 100},\n"
     "  \"providers\": {\"z-last\": {\"b\": [1, 2], \"a\": \"x/y\"}, \"a-first\": {}},\n"
     "  \"typeProviders\": {\"2\": \"z-last\", \"0\": \"a-first\", \"1\": \"a-first\"},\n"
+    "  \"providerIsolation\": \"inline\",\n"
     "  \"namespaced\": false, \"strictSelection\": true, \"exceptions\": true,\n"
     "  \"log\": {\"level\": \"debug\", \"format\": \"text\", \"audit\": false},\n"
     "  \"syncTimeoutMs\": 0, \"providerTimeoutMs\": 120000, \"retryAfterSeconds\": 3600,\n"
@@ -227,6 +230,7 @@ static void test_all_keys(void **state)
     assert_string_equal(conf_type_provider(c, 0), "a-first");
     assert_string_equal(conf_type_provider(c, 1), "a-first");
     assert_string_equal(conf_type_provider(c, 2), "z-last");
+    assert_int_equal(c->provider_isolation, PROVIDER_ISOLATION_INLINE);
     assert_false(c->namespaced);
     assert_true(c->strict_selection);
     assert_true(c->exceptions);
@@ -348,6 +352,9 @@ static const struct error_case error_cases[] = {
      "key 'log.format': expected one of 'json', 'text', got '\"xml\"'"},
     {"{\"source\": {\"kind\": \"etcd\"}}", -EINVAL,
      "key 'source.kind': expected one of 'files', 'kubernetes', got '\"etcd\"'"},
+    {"{\"providerIsolation\": \"thread\"}", -EINVAL,
+     "key 'providerIsolation': expected one of 'process', 'inline', got '\"thread\"'"},
+    {"{\"providerIsolation\": true}", -EINVAL, "key 'providerIsolation': expected one of"},
     {"{\"listen\": \"localhost:80\"}", -EINVAL,
      "key 'listen': expected an address 'IPv4:PORT' or '[IPv6]:PORT', got '\"localhost:80\"'"},
     {"{\"healthListen\": \"127.0.0.1:0\"}", -EINVAL, "key 'healthListen': expected an address"},
@@ -565,6 +572,7 @@ static void test_restart_key(void **state)
         {"{\"stateDir\": \"/x\"}", "stateDir"},
         {"{\"pluginDir\": \"/x\"}", "pluginDir"},
         {"{\"source\": {\"kind\": \"kubernetes\"}}", "source.kind"},
+        {"{\"providerIsolation\": \"inline\"}", "providerIsolation"},
         {"{\"source\": {\"dir\": \"/x\"}}", "source.dir"},
         {"{\"source\": {\"kubeconfig\": \"/k\"}}", "source.kubeconfig"},
         {"{\"cache\": {\"maxEntries\": 5}}", "cache.maxEntries"},

@@ -540,10 +540,18 @@ static void test_ipv6(void **state)
     reply_done(&r);
     s = http_server_stop(s);
 
-    /* Dual stack on [::]: an IPv4 client is handed over as plain IPv4, not ::ffff:127.0.0.1. */
-    port = free_port(AF_INET6);
-    snprintf(listen, sizeof(listen), "[::]:%u", port);
-    s = http_server_start(listen, NULL, handler, NULL, &err);
+    /* Dual stack on [::]: an IPv4 client is handed over as plain IPv4, not ::ffff:127.0.0.1. The
+     * port was free for IPv6 only: another test running in parallel may hold it for IPv4, so try a
+     * few ports. */
+    s = NULL;
+    for (int attempt = 0; !s && attempt < 20; attempt++) {
+        port = free_port(AF_INET6);
+        snprintf(listen, sizeof(listen), "[::]:%u", port);
+        free(err);
+        err = NULL;
+        s = http_server_start(listen, NULL, handler, NULL, &err);
+    }
+    free(err);
     assert_non_null(s);
     req = "GET /v4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     exchange(AF_INET, "127.0.0.1", port, req, strlen(req), &r);

@@ -793,6 +793,199 @@ static void test_scale(void **state)
     store_free(s);
 }
 
+/* ---- packed objects and table churn ---- */
+
+static void test_packed(void **state)
+{
+    (void)state;
+    struct kv ann[] = {{"idbroker.io/provider", "mock"}, {"empty", ""}};
+    char name[] = "id";
+    struct identity *i = identity_new(&(struct identity){
+        .namespace = "ns",
+        .name = name,
+        .type = 2,
+        .client_id = "cid",
+        .resource_id = "",
+        .tenant_id = "tid",
+        .annotations = ann,
+        .n_annotations = 2,
+        .origin = "f.yaml#1",
+    });
+    assert_non_null(i);
+    name[0] = 'X'; /* the template is borrowed: the copy does not change */
+    assert_true(i->packed);
+    assert_string_equal(i->name, "id");
+    assert_string_equal(i->namespace, "ns");
+    assert_int_equal(i->type, 2);
+    assert_null(i->uid);
+    assert_null(i->ad_endpoint);
+    assert_string_equal(i->resource_id, "");
+    assert_string_equal(i->tenant_id, "tid");
+    assert_string_equal(identity_annotation(i, "idbroker.io/provider"), "mock");
+    assert_string_equal(identity_annotation(i, "empty"), "");
+    assert_string_equal(i->origin, "f.yaml#1");
+    /* Same hash as the same identity built field by field. */
+    struct identity *u =
+        mk_identity("ns", "id", "cid", "", "idbroker.io/provider", "mock", "empty", "", NULL);
+    free(u->tenant_id);
+    u->tenant_id = xstrdup("tid");
+    u->type = 2;
+    free(u->ad_endpoint);
+    u->ad_endpoint = NULL;
+    free(u->ad_resource_id);
+    u->ad_resource_id = NULL;
+    free(u->secret_name);
+    u->secret_name = NULL;
+    free(u->secret_namespace);
+    u->secret_namespace = NULL;
+    identity_update_hash(u);
+    assert_true(i->hash == u->hash);
+    identity_free(u);
+
+    struct binding *b = binding_new(&(struct binding){
+        .namespace = "ns", .name = "b", .identity = "id", .selector = "sel", .weight = -3});
+    assert_non_null(b);
+    assert_true(b->packed);
+    assert_int_equal(b->weight, -3);
+    assert_null(b->origin);
+
+    char *ips[] = {"10.0.0.1", "fd00::1"};
+    struct kv labels[] = {{STORE_POD_LABEL, "sel"}};
+    struct pod_meta *p = pod_meta_new(&(struct pod_meta){.namespace = "ns",
+                                                         .name = "pod",
+                                                         .uid = "u",
+                                                         .labels = labels,
+                                                         .n_labels = 1,
+                                                         .ips = ips,
+                                                         .n_ips = 2});
+    assert_non_null(p);
+    assert_int_equal(p->n_ips, 2);
+    assert_string_equal(p->ips[1], "fd00::1");
+    assert_null(p->node);
+
+    struct kv pl[] = {{"app", "x"}};
+    struct pod_exception *e = pod_exception_new(&(struct pod_exception){
+        .namespace = "ns", .name = "e", .pod_labels = pl, .n_pod_labels = 1});
+    assert_non_null(e);
+    assert_string_equal(e->pod_labels[0].value, "x");
+
+    struct store *s = store_new();
+    put_i(s, i);
+    put_b(s, b);
+    put_p(s, p);
+    assert_int_equal(store_put_exception(s, e), 0);
+    struct decision d = decide(s, &NS, "ns", "pod", SELECTOR_CLIENT_ID, "cid");
+    assert_int_equal(d.result, 0);
+    assert_ptr_equal(d.identity, i);
+    store_free(s);
+}
+
+static int count_grant(const struct identity *i, const struct binding *b, void *ud)
+{
+    (void)i;
+    (void)b;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+/* Random puts, replacements (with another selector) and removals against a model: the tables grow,
+ * shrink and delete by shifting, and an index key goes from one object to several and back. */
+static void test_churn(void **state)
+{
+    (void)state;
+    enum { NB = 300, NNS = 3, NSEL = 20, OPS = 6000 };
+    int sel_of[NB];  /* -1: absent */
+    bool has_id[NB]; /* identity i<k> of binding k, in namespace k % NNS */
+    for (int k = 0; k < NB; k++) {
+        sel_of[k] = -1;
+        has_id[k] = false;
+    }
+    struct store *s = store_new();
+    char ns[16], name[16], iname[16], sel[16];
+    for (int j = 0; j < NNS; j++)
+        for (int q = 0; q < NSEL; q++) {
+            snprintf(ns, sizeof(ns), "ns%d", j);
+            snprintf(name, sizeof(name), "p-s%d", q);
+            snprintf(sel, sizeof(sel), "s%d", q);
+            put_p(s, mk_pod(ns, name, STORE_POD_LABEL, sel, NULL));
+        }
+    uint32_t x = 12345;
+    for (int op = 0; op < OPS; op++) {
+        x = x * 1103515245u + 12345u;
+        int k = (int)((x >> 8) % NB), what = (int)((x >> 20) % 8);
+        snprintf(ns, sizeof(ns), "ns%d", k % NNS);
+        snprintf(name, sizeof(name), "b%d", k);
+        snprintf(iname, sizeof(iname), "i%d", k);
+        if (what < 4) {
+            /* Few selectors early, so vectors form; then spread out. */
+            int q = (int)((x >> 12) % (op < OPS / 2 ? 4 : NSEL));
+            snprintf(sel, sizeof(sel), "s%d", q);
+            struct binding *b = binding_new(&(struct binding){
+                .namespace = ns, .name = name, .identity = iname, .selector = sel});
+            assert_non_null(b);
+            put_b(s, b);
+            sel_of[k] = q;
+        } else if (what < 6) {
+            assert_int_equal(store_remove_binding(s, ns, name), sel_of[k] >= 0 ? 1 : 0);
+            sel_of[k] = -1;
+        } else if (what == 6) {
+            struct identity *i = identity_new(&(struct identity){
+                .namespace = ns, .name = iname, .client_id = iname, .resource_id = ""});
+            assert_non_null(i);
+            put_i(s, i);
+            has_id[k] = true;
+        } else {
+            assert_int_equal(store_remove_identity(s, ns, iname), has_id[k] ? 1 : 0);
+            has_id[k] = false;
+        }
+        if (op % 200 != 199 && op != OPS - 1)
+            continue;
+        size_t nb = 0, ni = 0;
+        for (int m = 0; m < NB; m++) {
+            nb += sel_of[m] >= 0;
+            ni += has_id[m];
+        }
+        assert_int_equal(store_count_bindings(s), nb);
+        assert_int_equal(store_count_identities(s), ni);
+        for (int j = 0; j < NNS; j++)
+            for (int q = 0; q < NSEL; q++) {
+                size_t want_ns = 0, want_all = 0;
+                for (int m = 0; m < NB; m++) {
+                    if (sel_of[m] != q)
+                        continue;
+                    want_all++;
+                    want_ns += (m % NNS == j) && has_id[m];
+                }
+                snprintf(ns, sizeof(ns), "ns%d", j);
+                snprintf(name, sizeof(name), "p-s%d", q);
+                size_t got = 0;
+                assert_int_equal(store_foreach_grant(s, &NS, ns, name, count_grant, &got), 0);
+                assert_int_equal(got, want_ns);
+                struct json_object *o = store_explain(s, &CLUSTER, ns, name);
+                assert_non_null(o);
+                struct json_object *c = json_object_object_get(o, "candidates");
+                assert_int_equal(json_object_array_length(c), want_all);
+                json_object_put(o);
+            }
+    }
+    /* Empty it (the tables shrink back), then use it again. */
+    for (int k = 0; k < NB; k++) {
+        snprintf(ns, sizeof(ns), "ns%d", k % NNS);
+        snprintf(name, sizeof(name), "b%d", k);
+        snprintf(iname, sizeof(iname), "i%d", k);
+        assert_int_equal(store_remove_binding(s, ns, name), sel_of[k] >= 0 ? 1 : 0);
+        assert_int_equal(store_remove_identity(s, ns, iname), has_id[k] ? 1 : 0);
+    }
+    assert_int_equal(store_count_bindings(s), 0);
+    assert_int_equal(store_count_identities(s), 0);
+    put_i(s, mk_identity("ns0", "i0", "c", "", NULL));
+    put_b(s, mk_binding("ns0", "b0", "i0", "s1", 0));
+    size_t got = 0;
+    assert_int_equal(store_foreach_grant(s, &NS, "ns0", "p-s1", count_grant, &got), 0);
+    assert_int_equal(got, 1);
+    store_free(s);
+}
+
 /* ---- store_foreach_grant: every identity a pod may use (AzureAssignedIdentity writer) ---- */
 
 struct grants {
@@ -921,6 +1114,8 @@ int main(void)
         cmocka_unit_test(test_scale),
         cmocka_unit_test(test_foreach_grant),
         cmocka_unit_test(test_foreach_pod_and_ips),
+        cmocka_unit_test(test_packed),
+        cmocka_unit_test(test_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
