@@ -132,7 +132,7 @@ def judge(stats, where, status, body, own):
         stats.ok += 1
 
 
-def broker_sample(pid):
+def proc_sample(pid):
     rss = anon = None
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -142,6 +142,26 @@ def broker_sample(pid):
                 anon = int(line.split()[1])
     return {"rss_kib": rss, "rss_anon_kib": anon, "fds": len(os.listdir("/proc/%d/fd" % pid)),
             "threads": len(os.listdir("/proc/%d/task" % pid))}
+
+
+def broker_sample(pid):
+    """The broker's own figures, plus those of its children (the provider host) in "children"."""
+    s = proc_sample(pid)
+    kids = []
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        pass
+    s["children"] = {}
+    for k in kids:
+        try:
+            with open("/proc/%d/comm" % k) as f:
+                name = f.read().strip()
+            s["children"]["%s:%d" % (name, k)] = proc_sample(k)
+        except OSError:
+            pass
+    return s
 
 
 def main():
@@ -325,6 +345,14 @@ def main():
         print("soak: broker RSS %d -> %d KiB (growth %+d KiB, goal < 1024; anon %+d KiB), fds %d -> %d (goal flat), threads %d -> %d"
               % (warm["rss_kib"], end["rss_kib"], summary["rss_growth_kib"], summary["rss_anon_growth_kib"],
                  warm["fds"], end["fds"], warm["threads"], end["threads"]))
+    if warm and end:
+        for k, v in end["children"].items():
+            w0 = warm["children"].get(k)
+            if w0:
+                print("soak: child %s RSS %d -> %d KiB (%+d KiB), fds %d -> %d" % (
+                    k, w0["rss_kib"], v["rss_kib"], v["rss_kib"] - w0["rss_kib"], w0["fds"], v["fds"]))
+            else:
+                print("soak: child %s at the end only (restarted?): %s" % (k, v))
     for e in stats.errors[:10]:
         print("soak: error %s" % (e,))
     print("soak: " + ("PASS" if ok else "MISS"))
