@@ -12,8 +12,9 @@
  * false) or made by identity_new() and friends: one allocation holding the struct, its arrays and
  * its strings, the fields pointing into it (`packed` is true). The store holds tens of thousands of
  * objects, so the sources (manifest.c, k8s-watch.c) make packed ones: one malloc instead of a
- * dozen, without a malloc header and rounding per string (docs/performance.md has the figures). The *_free() destructors free either kind; empty strings of a
- * packed object point to one shared read-only "" and must not be written to.
+ * dozen, without a malloc header and rounding per string (docs/performance.md has the figures). The
+ * *_free() destructors free either kind; empty strings of a packed object point to one shared
+ * read-only "" and must not be written to.
  */
 #ifndef IDB_BROKER_STORE_H
 #define IDB_BROKER_STORE_H
