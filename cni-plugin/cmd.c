@@ -268,8 +268,10 @@ static int run_script(struct buf *script, bool dry_run, struct cni_error *err, u
     return 0;
 }
 
-int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
-            struct cni_error *err)
+/* What ADD and CHECK both need: the container ID and ifname, a netns, and a prevResult (the plugin
+ * only runs chained). */
+static int need_chained(const struct cni_env *env, const struct cni_conf *conf,
+                        struct cni_error *err)
 {
     int r = need_ids(env, err);
     if (r < 0)
@@ -280,6 +282,15 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
     if (!conf->prev_result)
         return cni_fail(err, CNI_ERR_INVALID_CONFIG, -EINVAL, "must be called as chained plugin",
                         "prevResult is missing: list idbroker after the primary plugin");
+    return 0;
+}
+
+int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
+            struct cni_error *err)
+{
+    int r = need_chained(env, conf, err);
+    if (r < 0)
+        return r;
     struct conf_pod pod;
     r = conf_parse_cni_args(env->args, &pod, err);
     if (r < 0)
@@ -475,15 +486,9 @@ int cmd_del(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
 int cmd_check(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
               struct cni_error *err)
 {
-    int r = need_ids(env, err);
+    int r = need_chained(env, conf, err);
     if (r < 0)
         return r;
-    r = need_env(env->netns, "CNI_NETNS", err);
-    if (r < 0)
-        return r;
-    if (!conf->prev_result)
-        return cni_fail(err, CNI_ERR_INVALID_CONFIG, -EINVAL, "must be called as chained plugin",
-                        "prevResult is missing");
     _cleanup_free_ struct conf_prev_result *pr = calloc(1, sizeof(*pr));
     _cleanup_free_ struct attachment *want = calloc(1, sizeof(*want));
     _cleanup_free_ struct registration *reg = calloc(1, sizeof(*reg));
