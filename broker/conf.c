@@ -53,8 +53,7 @@ enum item_type {
     IT_LISTEN,      /* char *: conf_parse_listen() accepts it */
     IT_LOG_LEVEL,   /* int: syslog level, log_level_from_string() */
     IT_LOG_FORMAT,  /* int: enum log_format, log_format_from_string() */
-    IT_SOURCE_KIND, /* enum source_kind */
-    IT_ISOLATION,   /* enum provider_isolation */
+    IT_ENUM,        /* an enum field named by a string: it->names[value] */
     IT_PROVIDERS,   /* providers / n_providers */
     IT_TYPE_PROVIDERS, /* type_providers[] */
 };
@@ -62,15 +61,22 @@ enum item_type {
 struct conf_item {
     const char *key; /* path from the top, '.'-separated */
     enum item_type type;
-    size_t offset;       /* into struct broker_conf; unused for IT_SECTION */
-    uint32_t min, max;   /* IT_UINT32 */
-    uint32_t def_num;    /* default of IT_BOOL, IT_UINT32, IT_LOG_*, IT_SOURCE_KIND, IT_ISOLATION */
-    const char *def_str; /* default of string items; NULL = none (or computed: nodeName) */
-    bool restart;        /* a changed value takes effect only on restart (conf_restart_key()) */
+    size_t offset;            /* into struct broker_conf; unused for IT_SECTION */
+    uint32_t min, max;        /* IT_UINT32 */
+    uint32_t def_num;         /* default of IT_BOOL, IT_UINT32, IT_LOG_*, IT_ENUM */
+    const char *const *names; /* IT_ENUM: NULL-terminated, the index is the enum value */
+    const char *def_str;      /* default of string items; NULL = none (or computed: nodeName) */
+    bool restart;  /* a changed value takes effect only on restart (conf_restart_key()) */
     bool nullable; /* null means the default: for defaults that are computed, absent or built in */
 };
 
 #define OFF(f) offsetof(struct broker_conf, f)
+
+/* IT_ENUM fields are enums with small non-negative values, stored as (unsigned) int. */
+static const char *const source_kinds[] = {
+    [SOURCE_FILES] = "files", [SOURCE_KUBERNETES] = "kubernetes", NULL};
+static const char *const isolations[] = {
+    [PROVIDER_ISOLATION_PROCESS] = "process", [PROVIDER_ISOLATION_INLINE] = "inline", NULL};
 
 /* Keep in step with conf/idbrokerd.json and docs/configuration.md. */
 static const struct conf_item items[] = {
@@ -85,7 +91,8 @@ static const struct conf_item items[] = {
      .nullable = true},
 
     {"source", IT_SECTION, .offset = 0},
-    {"source.kind", IT_SOURCE_KIND, OFF(source_kind), .def_num = SOURCE_FILES, .restart = true},
+    {"source.kind", IT_ENUM, OFF(source_kind), .def_num = SOURCE_FILES, .names = source_kinds,
+     .restart = true},
     {"source.dir", IT_PATH, OFF(source_dir), .def_str = "/etc/idbroker/identities",
      .restart = true},
     {"source.kubeconfig", IT_FILE, OFF(kubeconfig), .restart = true, .nullable = true},
@@ -94,8 +101,8 @@ static const struct conf_item items[] = {
 
     {"providers", IT_PROVIDERS, .offset = 0},
     {"typeProviders", IT_TYPE_PROVIDERS, .offset = 0},
-    {"providerIsolation", IT_ISOLATION, OFF(provider_isolation),
-     .def_num = PROVIDER_ISOLATION_PROCESS, .restart = true},
+    {"providerIsolation", IT_ENUM, OFF(provider_isolation), .def_num = PROVIDER_ISOLATION_PROCESS,
+     .names = isolations, .restart = true},
 
     {"namespaced", IT_BOOL, OFF(namespaced), .def_num = true},
     {"strictSelection", IT_BOOL, OFF(strict_selection), .def_num = false},
@@ -368,11 +375,8 @@ static int set_defaults(struct broker_conf *c)
         case IT_LOG_FORMAT:
             *FIELD(c, it, int) = (int)it->def_num;
             break;
-        case IT_SOURCE_KIND:
-            *FIELD(c, it, enum source_kind) = (enum source_kind)it->def_num;
-            break;
-        case IT_ISOLATION:
-            *FIELD(c, it, enum provider_isolation) = (enum provider_isolation)it->def_num;
+        case IT_ENUM:
+            *FIELD(c, it, unsigned) = it->def_num;
             break;
         case IT_PATH:
         case IT_SOCKET_PATH:
@@ -582,25 +586,20 @@ static int apply_item(struct parser *p, const struct conf_item *it, const char *
         return 0;
     }
 
-    case IT_SOURCE_KIND:
+    case IT_ENUM:
         s = get_string(v);
-        if (s && streq(s, "files"))
-            *FIELD(c, it, enum source_kind) = SOURCE_FILES;
-        else if (s && streq(s, "kubernetes"))
-            *FIELD(c, it, enum source_kind) = SOURCE_KUBERNETES;
-        else
-            return fail_value(p, key, v, "one of 'files', 'kubernetes'");
-        return 0;
-
-    case IT_ISOLATION:
-        s = get_string(v);
-        if (s && streq(s, "process"))
-            *FIELD(c, it, enum provider_isolation) = PROVIDER_ISOLATION_PROCESS;
-        else if (s && streq(s, "inline"))
-            *FIELD(c, it, enum provider_isolation) = PROVIDER_ISOLATION_INLINE;
-        else
-            return fail_value(p, key, v, "one of 'process', 'inline'");
-        return 0;
+        for (unsigned i = 0; s && it->names[i]; i++)
+            if (streq(s, it->names[i])) {
+                *FIELD(c, it, unsigned) = i;
+                return 0;
+            }
+        {
+            char want[128] = "one of ";
+            for (unsigned i = 0; it->names[i]; i++)
+                snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s'%s'", i ? ", " : "",
+                         it->names[i]);
+            return fail_value(p, key, v, "%s", want);
+        }
 
     case IT_FILE:
         s = get_string(v);
@@ -1140,13 +1139,8 @@ const char *conf_restart_key(const struct broker_conf *old_conf, const struct br
         case IT_LOG_FORMAT:
             same = *CFIELD(old_conf, it, int) == *CFIELD(new_conf, it, int);
             break;
-        case IT_SOURCE_KIND:
-            same =
-                *CFIELD(old_conf, it, enum source_kind) == *CFIELD(new_conf, it, enum source_kind);
-            break;
-        case IT_ISOLATION:
-            same = *CFIELD(old_conf, it, enum provider_isolation) ==
-                   *CFIELD(new_conf, it, enum provider_isolation);
+        case IT_ENUM:
+            same = *CFIELD(old_conf, it, unsigned) == *CFIELD(new_conf, it, unsigned);
             break;
         case IT_PATH:
         case IT_SOCKET_PATH:
