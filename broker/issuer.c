@@ -373,6 +373,7 @@ static void issue_for_registration(struct issuer *is, const struct registration 
 
     uint64_t sync_deadline = t0 + o.sync_timeout_ms;
     struct fetch_ctx *f = NULL;
+    const struct tc_token *tok = NULL;
     char key[8192];
     for (;;) {
         uint64_t gen = policy_generation(pol);
@@ -438,6 +439,12 @@ static void issue_for_registration(struct issuer *is, const struct registration 
                 result_fail(ret, -ENAMETOOLONG, "resource too long");
                 goto out;
             }
+            /* A plain cache hit needs no copy of the identity for a provider call (hot path). */
+            if (!req->bypass_cache && token_cache_peek(o.cache, key, &tok) >= 0) {
+                policy_read_unlock(pol);
+                hit = true;
+                break;
+            }
             f = fetch_ctx_new(pl, id, req->resource, o.provider_timeout_ms);
             policy_read_unlock(pol);
             if (!f) {
@@ -456,11 +463,11 @@ static void issue_for_registration(struct issuer *is, const struct registration 
         goto out;
     }
 
-    const struct tc_token *tok = NULL;
     struct tc_error err = {0};
-    int r =
-        token_cache_get(o.cache, key, req->bypass_cache, now_monotonic_ms() + o.provider_timeout_ms,
-                        fetch_token, f, fetch_ctx_free, &tok, &hit, &err);
+    int r = tok ? 0
+                : token_cache_get(o.cache, key, req->bypass_cache,
+                                  now_monotonic_ms() + o.provider_timeout_ms, fetch_token, f,
+                                  fetch_ctx_free, &tok, &hit, &err);
     metrics_inc(hit ? M_CACHE_HITS : M_CACHE_MISSES);
     if (r < 0) {
         ret->upstream_status = err.upstream_status;

@@ -733,6 +733,27 @@ int token_cache_wait_idle(struct token_cache *c, uint64_t deadline_ms)
     return r;
 }
 
+int token_cache_peek(struct token_cache *c, const char *key, const struct tc_token **ret_token)
+{
+    uint64_t hash = siphash24(c->hash_key, key, strlen(key));
+    int r = -EAGAIN;
+    pthread_mutex_lock(&c->lock);
+    uint64_t now = clock_now(c), now_ms = mono_ms();
+    struct entry *e = entry_find(c, hash, key);
+    /* Only the plain hit: a remembered failure, a due refresh or a miss are token_cache_get()'s. */
+    if (e && !entry_negative_live(e, now_ms) && entry_servable(c, e, now) &&
+        !(entry_half_life(e, now) && now_ms >= e->refresh_after_ms)) {
+        e->last_access = now;
+        c->stats.hits++;
+        lru_unlink(c, e);
+        lru_push_front(c, e);
+        *ret_token = &tok_ref(e->tok)->pub;
+        r = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_t deadline_ms,
                     tc_fetch_fn fetch, void *ud, tc_free_fn free_ud,
                     const struct tc_token **ret_token, bool *ret_hit, struct tc_error *ret_err)

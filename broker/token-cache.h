@@ -87,6 +87,10 @@ struct token_cache *token_cache_free(struct token_cache *c);
 int token_cache_get(struct token_cache *c, const char *key, bool bypass, uint64_t deadline_ms,
                     tc_fetch_fn fetch, void *ud, tc_free_fn free_ud,
                     const struct tc_token **ret_token, bool *ret_hit, struct tc_error *ret_err);
+/* The plain hit only, without a fetch closure: returns 0 with *ret_token (release it) when `key`
+ * has a servable token and no refresh is due, else -EAGAIN — then call token_cache_get(), which
+ * handles misses, due refreshes and remembered failures. Never blocks on or starts a fetch. */
+int token_cache_peek(struct token_cache *c, const char *key, const struct tc_token **ret_token);
 void token_cache_release(struct token_cache *c, const struct tc_token *t);
 /* Stops the refresher for good (no new background fetch starts after this), then waits until no
  * fetch is running or deadline_ms (CLOCK_MONOTONIC ms) passes: 0 or -ETIMEDOUT. For a bounded

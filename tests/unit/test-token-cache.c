@@ -248,6 +248,35 @@ static void run_threads(struct stampede *s, size_t n)
     free(th);
 }
 
+/* token_cache_peek: the plain hit only; misses, remembered failures and due refreshes are left to
+ * token_cache_get. */
+static void test_peek(void **state)
+{
+    (void)state;
+    struct token_cache *c = cache_new(100, 300, 60000);
+    struct behaviour ok = {0}, fail = {.result = IDB_E_UPSTREAM_4XX, .upstream_status = 400};
+    const struct tc_token *t = NULL;
+    char tok[32];
+
+    assert_int_equal(token_cache_peek(c, "k", &t), -EAGAIN);
+    assert_null(t);
+    assert_int_equal(get(c, "k", false, &ok, tok, sizeof(tok), NULL), 0);
+    assert_int_equal(token_cache_peek(c, "k", &t), 0);
+    assert_string_equal(t->access_token, tok);
+    token_cache_release(c, t);
+    assert_int_equal(atomic_load(&n_fetches), 1);
+    assert_int_equal(stats(c).hits, 1);
+
+    assert_int_equal(get(c, "bad", false, &fail, tok, sizeof(tok), NULL), IDB_E_UPSTREAM_4XX);
+    assert_int_equal(token_cache_peek(c, "bad", &t), -EAGAIN);
+
+    /* Past half-life a refresh is due: peek declines (and starts nothing), so get can start it. */
+    atomic_fetch_add(&fake_now, 2000);
+    assert_int_equal(token_cache_peek(c, "k", &t), -EAGAIN);
+    assert_int_equal(atomic_load(&n_fetches), 2);
+    cache_done(c);
+}
+
 static void test_single_flight_200(void **state)
 {
     (void)state;
@@ -943,6 +972,7 @@ int main(void)
         cmocka_unit_test_setup(test_hit_miss, setup),
         cmocka_unit_test_setup(test_single_flight_200, setup),
         cmocka_unit_test_setup(test_different_keys, setup),
+        cmocka_unit_test_setup(test_peek, setup),
         cmocka_unit_test_setup(test_deadline, setup),
         cmocka_unit_test_setup(test_min_ttl, setup),
         cmocka_unit_test_setup(test_refresh, setup),
