@@ -25,11 +25,14 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+HTTP_THREADS=${HTTP_THREADS:-}
 RATE_SHARE=${RATE_SHARE:-0.5}
 
 bench_init
 bench_apt wrk nginx-light
-bench_broker_conf '{"rateLimit":{"requestsPerSecond":0}}'
+# HTTP_THREADS (optional): the broker's "http.threads" (0 = a thread per connection); unset = its
+# default.
+bench_broker_conf "{\"rateLimit\":{\"requestsPerSecond\":0}${HTTP_THREADS:+,\"http\":{\"threads\":$HTTP_THREADS\}}}"
 cat >"$BROKER_SOURCE/bench.yaml" <<'EOF'
 apiVersion: aadpodidentity.k8s.io/v1
 kind: AzureIdentity

@@ -146,6 +146,7 @@ static void keep_restart_settings(struct broker_conf *old, struct broker_conf *n
     new->http_max_connections = old->http_max_connections;
     new->http_max_per_ip = old->http_max_per_ip;
     new->http_timeout_s = old->http_timeout_s;
+    new->http_threads = old->http_threads;
     new->proxy_instance = old->proxy_instance;
     new->proxy_versions = old->proxy_versions;
     bool same = old->n_providers == new->n_providers;

@@ -143,6 +143,8 @@ static const struct conf_item items[] = {
      .def_num = HTTP_MAX_CONNECTIONS_PER_IP, .restart = true},
     {"http.timeoutSeconds", IT_UINT32, OFF(http_timeout_s), .min = 1, .max = 3600,
      .def_num = HTTP_CONN_TIMEOUT_S, .restart = true},
+    {"http.threads", IT_UINT32, OFF(http_threads), .min = 0, .max = 64, .def_num = HTTP_THREADS,
+     .restart = true},
 };
 
 /* DESIGN §5: type 0 (user-assigned MSI) -> azure-msi; 1, 2 (service principal) -> keyvault. */

@@ -77,6 +77,7 @@ struct broker_conf {
     uint32_t http_max_connections; /* "http.maxConnections" */
     uint32_t http_max_per_ip;      /* "http.maxConnectionsPerPod" */
     uint32_t http_timeout_s;       /* "http.timeoutSeconds" */
+    uint32_t http_threads;         /* "http.threads": 0 = a thread per connection */
 };
 
 /* Returns new (*ret, free with conf_free()): the configuration with every default; path

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * HTTP/1.1 server over libmicrohttpd 0.9.75 with a thread per connection (the handler may block).
+ * HTTP/1.1 server over libmicrohttpd 0.9.75: a thread per connection (the handler may block), or
+ * epoll event-loop threads with MHD's suspend/resume for the requests the handler defers (one
+ * thread each, only for as long as the handler blocks; see http-server.h).
  *
  * What MHD does before we see a request, checked against 0.9.75:
  * - A request line or header block that does not fit the connection's memory pool is answered by
@@ -65,8 +67,10 @@ struct http_server {
     http_handler_fn fn;
     void *ud;
     uint64_t head_timeout_ms;
-    pthread_mutex_t lock; /* guards conns and stopping */
+    bool event_loop;      /* epoll threads: the first handler call may not block */
+    pthread_mutex_t lock; /* guards conns, stopping and deferred */
     pthread_cond_t wake;
+    unsigned deferred; /* handler calls running on a thread of their own */
     struct conn_watch *conns;
     bool stopping;
     bool watchdog_running;
@@ -85,6 +89,15 @@ struct req_ctx {
     char *raw_uri;  /* NULL when the target was over HTTP_MAX_URI_BYTES */
     bool checked;   /* the head passed the caps: answer once the request is complete */
     bool responded; /* a response is queued: ignore any further calls (body data) */
+    /* A deferred request (event-loop model): the connection is suspended while a thread of its own
+     * runs the handler; it leaves the answer in `answer` and resumes the connection. */
+    bool answered;
+    struct http_response answer;
+    struct http_server *s;
+    struct MHD_Connection *conn;
+    const char *method; /* MHD's, valid until the request completes */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
 };
 
 const char *http_request_header(const struct http_request *r, const char *name)
@@ -329,6 +342,12 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
     struct req_ctx *ctx = *req_cls;
     if (!ctx)
         return;
+    if (ctx->answered && ctx->answer.body) {
+        /* A deferred answer the connection could not send (it failed meanwhile). */
+        if (ctx->answer.secret)
+            explicit_bzero(ctx->answer.body, ctx->answer.body_len);
+        free(ctx->answer.body);
+    }
     free(ctx->raw_uri);
     free(ctx);
     *req_cls = NULL;
@@ -381,22 +400,95 @@ static void peer_address(struct MHD_Connection *conn, struct sockaddr_storage *s
     }
 }
 
+static void call_handler(struct http_server *s, struct req_ctx *ctx, bool may_block,
+                         struct http_response *resp)
+{
+    struct http_request req = {
+        .method = ctx->method,
+        .raw_uri = ctx->raw_uri,
+        .peer = ctx->peer_len ? (const struct sockaddr *)&ctx->peer : NULL,
+        .peer_len = ctx->peer_len,
+        .may_block = may_block,
+        .impl = ctx->conn,
+    };
+    *resp = (struct http_response){0};
+    s->fn(s->ud, &req, resp);
+    if (resp->defer && may_block) {
+        log_error("http: the handler deferred a request it was allowed to block on");
+        if (http_response_json(resp, 500,
+                               "{\"error\":\"server_error\",\"error_description\":"
+                               "\"Internal error\"}") < 0)
+            resp->status = 500;
+        resp->defer = false;
+    }
+}
+
+static void *deferred_main(void *ud)
+{
+    struct req_ctx *ctx = ud;
+    struct http_server *s = ctx->s;
+    struct MHD_Connection *conn = ctx->conn;
+    call_handler(s, ctx, true, &ctx->answer);
+    ctx->answered = true;
+    /* ctx may be freed as soon as the connection runs again: not touched after this. */
+    MHD_resume_connection(conn);
+    pthread_mutex_lock(&s->lock);
+    s->deferred--;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Runs the handler again on a thread of its own with the connection suspended. */
+static enum MHD_Result defer(struct http_server *s, struct MHD_Connection *conn,
+                             struct req_ctx *ctx)
+{
+    pthread_attr_t a;
+    pthread_t th;
+    pthread_mutex_lock(&s->lock);
+    s->deferred++;
+    pthread_mutex_unlock(&s->lock);
+    MHD_suspend_connection(conn);
+    int r = pthread_attr_init(&a);
+    if (r == 0) {
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        r = pthread_create(&th, &a, deferred_main, ctx);
+        pthread_attr_destroy(&a);
+    }
+    if (r == 0)
+        return MHD_YES;
+    log_warning("http: cannot start a thread for a deferred request: %s", strerror(r));
+    pthread_mutex_lock(&s->lock);
+    s->deferred--;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    ctx->answer = (struct http_response){0};
+    if (http_response_json(&ctx->answer, 503,
+                           "{\"error\":\"temporarily_unavailable\","
+                           "\"error_description\":\"Server busy\"}") < 0)
+        ctx->answer.status = 503;
+    ctx->answer.retry_after_s = 1;
+    metrics_http_status(503);
+    ctx->answered = true;
+    MHD_resume_connection(conn);
+    return MHD_YES;
+}
+
 static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *conn,
                                struct req_ctx *ctx, const char *method)
 {
-    struct sockaddr_storage peer;
-    socklen_t peer_len;
-    peer_address(conn, &peer, &peer_len);
-
-    struct http_request req = {
-        .method = method,
-        .raw_uri = ctx->raw_uri,
-        .peer = peer_len ? (const struct sockaddr *)&peer : NULL,
-        .peer_len = peer_len,
-        .impl = conn,
-    };
-    struct http_response resp = {0};
-    s->fn(s->ud, &req, &resp);
+    if (ctx->answered) {
+        ctx->answered = false;
+        return queue(conn, ctx, &ctx->answer);
+    }
+    ctx->s = s;
+    ctx->conn = conn;
+    ctx->method = method;
+    peer_address(conn, &ctx->peer, &ctx->peer_len);
+    struct http_response resp;
+    call_handler(s, ctx, !s->event_loop, &resp);
+    if (resp.defer)
+        return defer(s, conn, ctx);
     return queue(conn, ctx, &resp);
 }
 
@@ -548,9 +640,15 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     pthread_cond_init(&s->wake, &ca);
     pthread_condattr_destroy(&ca);
 
-    /* poll(), not select(): no FD_SETSIZE limit on descriptors, and less work per wake-up. */
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    /* Thread per connection with poll(), not select(): no FD_SETSIZE limit on descriptors, and
+     * less work per wake-up. Event loop: epoll, and suspend/resume for deferred requests. */
+    unsigned threads = o ? o->threads : 0;
+    s->event_loop = threads > 0;
+    unsigned flags = s->event_loop
+                         ? MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                               MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG
+                         : MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                               MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= any6 ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
 
@@ -568,7 +666,8 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
         MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP_CONN_MEMORY_LIMIT, MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s, MHD_OPTION_NOTIFY_CONNECTION, notify_cb, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+        threads > 1 ? threads : 0, MHD_OPTION_END);
     if (!s->daemon) {
         int e = errno;
         if (ret_error)
@@ -590,7 +689,13 @@ struct http_server *http_server_stop(struct http_server *s)
 {
     if (!s)
         return NULL;
-    /* The daemon first: every connection is closed (and unlisted) before the watchdog goes. */
+    /* Deferred handlers first (their deadlines bound the wait): MHD must not stop with a
+     * connection still suspended. */
+    pthread_mutex_lock(&s->lock);
+    while (s->deferred > 0)
+        pthread_cond_wait(&s->wake, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    /* The daemon next: every connection is closed (and unlisted) before the watchdog goes. */
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     if (s->watchdog_running) {

@@ -353,6 +353,27 @@ static void result_fail(struct issue_result *ret, int code, const char *fmt, ...
     va_end(ap);
 }
 
+/* Charges the pod's rate limit; when exceeded fills *ret (429) and returns true. */
+static bool rate_limited(struct issuer *is, const struct registration *reg,
+                         const struct issuer_options *o, struct issue_result *ret)
+{
+    uint32_t wait = rate_check(is, reg);
+    if (wait == 0)
+        return false;
+    metrics_inc(M_RATE_LIMITED);
+    ret->identity[0] = ret->client_id[0] = '\0';
+    ret->retry_after_s = wait;
+    result_fail(ret, IDB_E_RATE_LIMITED, "per-pod rate limit of %u/s exceeded", o->rate_per_pod);
+    return true;
+}
+
+/* nowait: gives up before any side effect (see issue_request.nowait). */
+static void would_block(struct issue_result *ret)
+{
+    ret->would_block = true;
+    ret->code = -EAGAIN;
+}
+
 static void issue_for_registration(struct issuer *is, const struct registration *reg,
                                    const struct issue_request *req, struct issue_result *ret,
                                    uint64_t t0)
@@ -363,12 +384,13 @@ static void issue_for_registration(struct issuer *is, const struct registration 
     bool hit = false;
     snprintf(ret->pod, sizeof(ret->pod), "%s/%s", reg->pod_namespace, reg->pod_name);
 
-    uint32_t wait = rate_check(is, reg);
-    if (wait > 0) {
-        metrics_inc(M_RATE_LIMITED);
-        ret->retry_after_s = wait;
-        result_fail(ret, IDB_E_RATE_LIMITED, "per-pod rate limit of %u/s exceeded", o.rate_per_pod);
+    /* nowait charges the limit once the answer is known (a deferred request is charged by its
+     * second, blocking, call only); the outcome is the same, rate-limited or not. */
+    if (!req->nowait && rate_limited(is, reg, &o, ret))
         goto out;
+    if (req->nowait && req->bypass_cache) {
+        would_block(ret);
+        return;
     }
 
     uint64_t sync_deadline = t0 + o.sync_timeout_ms;
@@ -427,6 +449,8 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             }
             if (!pl) {
                 policy_read_unlock(pol);
+                if (req->nowait && rate_limited(is, reg, &o, ret))
+                    goto out;
                 result_fail(ret, IDB_E_NO_PROVIDER, "identity %s needs provider '%s', not loaded",
                             ret->identity, strna(pname));
                 goto out;
@@ -436,14 +460,26 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             if (kn < 0 || (size_t)kn >= sizeof(key)) {
                 /* Never truncate a cache key: two resources would share a token. */
                 policy_read_unlock(pol);
+                if (req->nowait && rate_limited(is, reg, &o, ret))
+                    goto out;
                 result_fail(ret, -ENAMETOOLONG, "resource too long");
                 goto out;
             }
             /* A plain cache hit needs no copy of the identity for a provider call (hot path). */
             if (!req->bypass_cache && token_cache_peek(o.cache, key, &tok) >= 0) {
                 policy_read_unlock(pol);
+                if (req->nowait && rate_limited(is, reg, &o, ret)) {
+                    token_cache_release(o.cache, tok);
+                    tok = NULL;
+                    goto out;
+                }
                 hit = true;
                 break;
+            }
+            if (req->nowait) {
+                policy_read_unlock(pol);
+                would_block(ret);
+                return;
             }
             f = fetch_ctx_new(pl, id, req->resource, o.provider_timeout_ms);
             policy_read_unlock(pol);
@@ -454,6 +490,14 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             break;
         }
         policy_read_unlock(pol);
+        /* An excepted pod is answered by the node's IMDS, which the caller waits for. */
+        if (req->nowait && (d.result == IDB_E_EXCEPTED ||
+                            (d.result == IDB_E_NOT_SYNCED && now_monotonic_ms() < sync_deadline))) {
+            would_block(ret);
+            return;
+        }
+        if (req->nowait && rate_limited(is, reg, &o, ret))
+            goto out;
         if (d.result == IDB_E_NOT_SYNCED && now_monotonic_ms() < sync_deadline &&
             policy_wait_change(pol, gen, sync_deadline))
             continue;

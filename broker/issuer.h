@@ -21,6 +21,11 @@ struct issue_request {
     enum selector_kind sel;
     const char *sel_value; /* NULL when sel == SELECTOR_NONE */
     bool bypass_cache;
+    /* Answer only what needs no waiting: a cached token, or a decision that is already final. When
+     * answering would block (a cache miss or due refresh, bypass_cache, a policy not yet synced
+     * for the pod) the result has would_block set and nothing happened: no rate-limit charge, no
+     * metric, no audit record. Ask again without nowait where blocking is allowed. */
+    bool nowait;
 };
 
 struct issue_result {
@@ -33,6 +38,7 @@ struct issue_result {
     char *upstream_error;         /* optional IMDS-shaped JSON from the provider (new) */
     uint32_t retry_after_s;
     char reason[512]; /* for audit/explain; never secret */
+    bool would_block; /* nowait only: ask again where blocking is allowed (code is -EAGAIN) */
 };
 
 struct issuer;

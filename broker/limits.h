@@ -12,6 +12,8 @@
 #define HTTP_CONN_TIMEOUT_S 15    /* idle or slow connection */
 #define HTTP_MAX_CONNECTIONS 1024
 #define HTTP_MAX_CONNECTIONS_PER_IP 64
+/* epoll event-loop threads of the token endpoint (0: a thread per connection) */
+#define HTTP_THREADS 2
 
 #define CONF_MAX_FILE_BYTES (1024 * 1024)
 #define CONF_MAX_DEPTH 16 /* JSON nesting of the broker config, provider objects included */

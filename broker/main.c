@@ -419,6 +419,7 @@ int main(int argc, char **argv)
         .max_connections = b.conf->http_max_connections,
         .max_per_ip = b.conf->http_max_per_ip,
         .timeout_s = b.conf->http_timeout_s,
+        .threads = b.conf->http_threads,
     };
     ensure_listen_address(b.conf->listen);
     b.te = token_endpoint_new(b.issuer, &teo);

@@ -789,10 +789,16 @@ static void reply_issue(struct token_endpoint *te, const struct http_request *re
         .sel = q->sel,
         .sel_value = q->sel_value,
         .bypass_cache = q->bypass_cache,
+        .nowait = !req->may_block,
     };
     struct issue_result res;
     memset(&res, 0, sizeof(res));
     issuer_issue_for_peer(te->is, req->peer, req->peer_len, &ir, &res);
+    if (res.would_block) {
+        issuer_result_done(te->is, &res);
+        resp->defer = true;
+        return;
+    }
 
     switch (res.code) {
     case 0: {
@@ -946,6 +952,8 @@ static void handle(struct token_endpoint *te, const struct http_request *req,
         if (!allowed)
             reply_error(resp, 403, "forbidden",
                         "This metadata endpoint is blocked by idbroker on this node");
+        else if (!req->may_block)
+            resp->defer = true; /* the node's IMDS is waited for */
         else
             proxy(te, q.path, q.query, false, resp);
         goto out;
@@ -976,6 +984,8 @@ void token_endpoint_handle(void *ud, const struct http_request *req, struct http
         return;
     }
     handle(te, req, resp);
+    if (resp->defer)
+        return; /* answered (and counted) by the second call */
     if (resp->status == 0)
         resp->status = 500;
     metrics_http_status(resp->status);

@@ -43,12 +43,37 @@ static struct {
     bool secret;
     uint32_t retry_after_s;
     const char *allow;
-} H = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    /* test_defer: "/slow" defers and then waits for `released`, which "/fast" sets */
+    pthread_cond_t cv;
+    bool released;
+    unsigned slow_nonblocking, slow_blocking, fast_nonblocking, fast_blocking;
+} H = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* 0: a thread per connection; 1: one event-loop thread (the group runs once with each). */
+static unsigned server_threads;
 
 static void handler(void *ud, const struct http_request *req, struct http_response *resp)
 {
     (void)ud;
     pthread_mutex_lock(&H.lock);
+    if (strcmp(req->raw_uri, "/slow") == 0) {
+        if (!req->may_block) {
+            H.slow_nonblocking++;
+            resp->defer = true;
+            pthread_mutex_unlock(&H.lock);
+            return;
+        }
+        H.slow_blocking++;
+        while (!H.released)
+            pthread_cond_wait(&H.cv, &H.lock);
+    } else if (strcmp(req->raw_uri, "/fast") == 0) {
+        if (req->may_block)
+            H.fast_blocking++;
+        else
+            H.fast_nonblocking++;
+        H.released = true;
+        pthread_cond_broadcast(&H.cv);
+    }
     H.calls++;
     snprintf(H.method, sizeof(H.method), "%s", req->method);
     snprintf(H.raw_uri, sizeof(H.raw_uri), "%s", req->raw_uri);
@@ -220,7 +245,8 @@ static int setup(void **state)
     char listen[64];
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", port4);
     char *err = NULL;
-    struct http_server_options o = {.max_connections = 16, .max_per_ip = 16, .timeout_s = 10};
+    struct http_server_options o = {
+        .max_connections = 16, .max_per_ip = 16, .timeout_s = 10, .threads = server_threads};
     srv4 = http_server_start(listen, &o, handler, NULL, &err);
     if (!srv4)
         fprintf(stderr, "start: %s\n", err);
@@ -310,6 +336,70 @@ static void test_keep_alive(void **state)
     assert_non_null(second);
     assert_null(strstr(r.raw, "Connection: close\r\n\r\n{\"k\":\"v\"}HTTP"));
     reply_done(&r);
+}
+
+struct slow_get {
+    pthread_t th;
+    struct reply r;
+};
+
+static void *slow_get_main(void *ud)
+{
+    struct slow_get *g = ud;
+    get("GET /slow HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &g->r);
+    return NULL;
+}
+
+/* A request the handler defers blocks only itself: another connection is served while it waits
+ * (the deferred handler waits for that other request, so a blocked event loop would never answer
+ * either), and its answer is sent when it returns. With a thread per connection nothing defers. */
+static void test_defer(void **state)
+{
+    (void)state;
+    reply_with(200, "{\"token\":\"t\"}");
+    pthread_mutex_lock(&H.lock);
+    H.released = false;
+    H.secret = true;
+    H.slow_nonblocking = H.slow_blocking = H.fast_nonblocking = H.fast_blocking = 0;
+    pthread_mutex_unlock(&H.lock);
+
+    struct slow_get g;
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(pthread_create(&g.th, NULL, slow_get_main, &g), 0);
+    /* /slow must have reached its blocking call before /fast is sent (not a timing assertion: a
+     * bounded wait so a broken server fails instead of hanging). */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&H.lock);
+        unsigned n = H.slow_blocking;
+        pthread_mutex_unlock(&H.lock);
+        if (n)
+            break;
+        usleep(5000);
+    }
+    assert_int_equal(H.slow_blocking, 1);
+
+    struct reply r;
+    get("GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"token\":\"t\"}");
+    reply_done(&r);
+    assert_int_equal(pthread_join(g.th, NULL), 0);
+    assert_int_equal(g.r.status, 200);
+    assert_string_equal(g.r.body, "{\"token\":\"t\"}");
+    assert_non_null(reply_header(&g.r, "Cache-Control"));
+    assert_string_equal(reply_header(&g.r, "Cache-Control"), "no-store");
+    reply_done(&g.r);
+
+    if (server_threads) {
+        assert_int_equal(H.slow_nonblocking, 1); /* first on the event loop, deferred */
+        assert_int_equal(H.fast_nonblocking, 1); /* answered on the event loop */
+        assert_int_equal(H.fast_blocking, 0);
+    } else {
+        assert_int_equal(H.slow_nonblocking, 0);
+        assert_int_equal(H.fast_nonblocking, 0);
+        assert_int_equal(H.fast_blocking, 1);
+    }
+    reply_with(200, "{}");
 }
 
 static void test_uri_cap(void **state)
@@ -587,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_raw_target_and_request),
         cmocka_unit_test(test_response_headers),
         cmocka_unit_test(test_keep_alive),
+        cmocka_unit_test(test_defer),
         cmocka_unit_test(test_uri_cap),
         cmocka_unit_test(test_header_caps),
         cmocka_unit_test(test_body_refused),
@@ -596,5 +687,8 @@ int main(void)
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_response_json),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    int failed = cmocka_run_group_tests_name("thread per connection", tests, setup, teardown);
+    server_threads = 1;
+    failed += cmocka_run_group_tests_name("event loop", tests, setup, teardown);
+    return failed;
 }

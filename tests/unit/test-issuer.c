@@ -645,6 +645,92 @@ static void test_rate_limit(void **state)
     world_free(w);
 }
 
+static char *read_all(int fd)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    assert_true(n >= 0);
+    char *s = calloc(1, (size_t)n + 1);
+    assert_non_null(s);
+    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
+    return s;
+}
+
+/* nowait (the event loop's first attempt): a cold key, bypass_cache and a pod the policy has not
+ * synced would block, and then nothing happened (no rate-limit charge, no provider call, no audit);
+ * a hit and a final denial are answered at once, each charged once. */
+static void test_nowait(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/idb-issuer-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    log_setup(IDB_LOG_INFO, LOG_FORMAT_JSON, fd);
+
+    struct world_opts o = {.rate = 1, .burst = 2, .audit = true};
+    struct world *w = world_new(&o);
+    struct issue_request nw = plain;
+    nw.nowait = true;
+    struct issue_result r;
+    for (int i = 0; i < 5; i++) { /* a burst of 2: five charges would be refused */
+        issue4(w, "10.0.0.1", &nw, &r);
+        assert_true(r.would_block);
+        assert_int_equal(r.code, -EAGAIN);
+        assert_null(r.token);
+        issuer_result_done(w->issuer, &r);
+    }
+    /* The blocking call fetches (the first provider call: token 1) and is charged once. */
+    issue4(w, "10.0.0.1", &plain, &r);
+    expect_granted(&r, "default/id-a", "c-a");
+    assert_false(r.would_block);
+    assert_string_equal(r.token->access_token, "good-token-1");
+    issuer_result_done(w->issuer, &r);
+    /* Now a hit: answered without blocking, charged (the second of the burst). */
+    issue4(w, "10.0.0.1", &nw, &r);
+    expect_granted(&r, "default/id-a", "c-a");
+    assert_false(r.would_block);
+    assert_string_equal(r.token->access_token, "good-token-1");
+    issuer_result_done(w->issuer, &r);
+    /* The burst is spent: the hit is refused with 429, like a blocking call would be. */
+    issue4(w, "10.0.0.1", &nw, &r);
+    expect_denied(&r, IDB_E_RATE_LIMITED);
+    assert_false(r.would_block);
+    assert_string_equal(r.identity, "");
+    issuer_result_done(w->issuer, &r);
+    /* bypass_cache always waits for the provider. */
+    struct issue_request nwb = nw;
+    nwb.bypass_cache = true;
+    issue4(w, "10.0.0.2", &nwb, &r);
+    assert_true(r.would_block);
+    issuer_result_done(w->issuer, &r);
+    /* A final denial needs no waiting. */
+    struct issue_request nws = nw;
+    nws.sel = SELECTOR_CLIENT_ID;
+    nws.sel_value = "nope";
+    issue4(w, "10.0.0.2", &nws, &r);
+    expect_denied(&r, IDB_E_IDENTITY_NOT_FOUND);
+    assert_false(r.would_block);
+    issuer_result_done(w->issuer, &r);
+    world_free(w);
+
+    /* A pod the policy has not synced yet would wait for it. */
+    struct world_opts ok = {.kubernetes = true, .sync_timeout_ms = 100};
+    w = world_new(&ok);
+    issue6(w, "fd00::7", &nw, &r);
+    assert_true(r.would_block);
+    issuer_result_done(w->issuer, &r);
+    world_free(w);
+    log_setup(IDB_LOG_WARNING, LOG_FORMAT_TEXT, STDERR_FILENO);
+
+    /* Audit records: the blocking grant, the hit, the 429 and the denial; none for would-block. */
+    _cleanup_free_ char *log = read_all(fd);
+    close(fd);
+    int records = 0;
+    for (const char *p = log; (p = strstr(p, "\"audit\":\"token\"")); p++)
+        records++;
+    assert_int_equal(records, 4);
+}
+
 static void test_cache_key_not_truncated(void **state)
 {
     (void)state;
@@ -881,16 +967,6 @@ static void test_reload_while_serving(void **state)
 
 /* ---- audit ---- */
 
-static char *read_all(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    assert_true(n >= 0);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
-    return s;
-}
-
 static void test_audit(void **state)
 {
     (void)state;
@@ -983,6 +1059,7 @@ int main(void)
         cmocka_unit_test(test_no_provider),
         cmocka_unit_test(test_provider_fails),
         cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_nowait),
         cmocka_unit_test(test_cache_key_not_truncated),
         cmocka_unit_test(test_evict_stale),
         cmocka_unit_test(test_issue_via),
