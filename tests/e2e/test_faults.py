@@ -493,6 +493,9 @@ def broker_down():
         equal(sorted(p.name for p in deleted_down if p.container_id in listed), [],
               "none of the %d pods DELeted during the outage is registered with the broker" % len(deleted_down))
         equal(sorted(p.name for p in live if p.container_id not in listed), [], "every live pod is")
+        regs = os.listdir(os.path.join(w.state_dir, "pods"))
+        equal(sorted(p.name for p in deleted_down if any(p.container_id in n for n in regs)), [],
+              "... and none of them has a file left in stateDir/pods")
         equal(w.requests(w.imds_log), [], "the stand-in IMDS saw no pod request at any time")
 
 
