@@ -372,9 +372,11 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
 
     r = attachment_save(conf->state_dir, a);
     if (r < 0) {
-        (void)attachment_remove(conf->state_dir, a);
-        if (!same_old)
+        /* A repeated ADD keeps its intact record (the rename did not happen) and its elements. */
+        if (!same_old) {
+            (void)attachment_remove(conf->state_dir, a);
             (void)registration_remove(conf->state_dir, a->container_id, a->if_name);
+        }
         return cni_fail(err, cni_state_error_code(r), r, "cannot write the pod's record",
                         "'%s': %s", conf->state_dir, idb_strerror(r));
     }
