@@ -31,6 +31,16 @@ rss() {
     awk -v t="$(ls "/proc/$BROKER_PID/task" | wc -l)" '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2}
         /^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print r, h, t, a, f}' "/proc/$BROKER_PID/status"
 }
+# The same for the broker's children (the provider host process, "providerIsolation": "process"):
+# VmRSS RssAnon, summed.
+child_rss() {
+    local r=0 a=0 pid
+    for pid in $(pgrep -P "$BROKER_PID"); do
+        read -r pr pa < <(awk '/^VmRSS:/ {r = $2} /^RssAnon:/ {a = $2} END {print r, a}' "/proc/$pid/status")
+        r=$((r + pr)) a=$((a + pa))
+    done
+    echo "$r $a"
+}
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 bench_log "idle"
@@ -48,6 +58,7 @@ bench_log "registering $PODS pods"
 bench_register_pods "$PODS"
 sleep 1
 read -r loaded_rss loaded_hwm loaded_threads loaded_anon loaded_file <<<"$(rss)"
+read -r loaded_child_rss loaded_child_anon <<<"$(child_rss)"
 
 URL="http://127.0.0.1:$BROKER_PORT$IMDS_PATH?api-version=2018-02-01&resource=https://management.azure.com/"
 st=$(curl -s -o /dev/null -w '%{http_code}' -H 'Metadata: true' -H 'Host: 169.254.169.254' "$URL")
@@ -62,6 +73,10 @@ while [ "$done_n" -lt "$REQUESTS" ]; do
     done_n=${done_n%.*}
     echo "$done_n $(rss)" | tee -a "$BENCH_DIR/series" >&2
 done
+# The broker hands free pages of finished connections back every 10 s (malloc_trim in its main loop).
+sleep 12
+read -r rest_rss _ _ rest_anon rest_file <<<"$(rss)"
+read -r rest_child_rss rest_child_anon <<<"$(child_rss)"
 read -r _ first_rss _ _ first_anon first_file < <(head -1 "$BENCH_DIR/series")
 read -r last_n last_rss last_hwm last_threads last_anon last_file < <(tail -1 "$BENCH_DIR/series")
 max_rss=$(awk '{print $2}' "$BENCH_DIR/series" | sort -n | tail -1)
@@ -77,6 +92,9 @@ echo "| idle (no objects, no registrations) | $(mib "$idle_rss") | $(mib "$idle_
 echo "| loaded: $PODS registered pods, $IDENTITIES identities, $IDENTITIES bindings, $PODS pod manifests | $(mib "$loaded_rss") | $(mib "$loaded_anon") | $(mib "$loaded_file") | $(mib "$loaded_hwm") | $loaded_threads |"
 echo "| after the first $CHUNK s of requests ($(head -1 "$BENCH_DIR/series" | cut -d' ' -f1) requests) | $(mib "$first_rss") | $(mib "$first_anon") | $(mib "$first_file") | | |"
 echo "| after $last_n requests | $(mib "$last_rss") | $(mib "$last_anon") | $(mib "$last_file") | $(mib "$last_hwm") | $last_threads |"
+echo "| 12 s after the last request | $(mib "$rest_rss") | $(mib "$rest_anon") | $(mib "$rest_file") | | |"
+echo
+echo "The provider host process (the mock provider, out of the broker's process): VmRSS $(mib "$loaded_child_rss") MiB (RssAnon $(mib "$loaded_child_anon")) loaded, $(mib "$rest_child_rss") MiB (RssAnon $(mib "$rest_child_anon")) after the requests."
 echo
 echo "RSS over the requests, read between wrk runs: min $(mib "$min_rss") MiB, max $(mib "$max_rss") MiB ($(wc -l <"$BENCH_DIR/series") samples)."
 echo "- loaded RSS ≤ 16 MiB: $(awk -v k="$loaded_rss" 'BEGIN {print k <= 16384 ? "met" : "missed"}')"

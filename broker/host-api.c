@@ -22,6 +22,8 @@
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
+#include "curl-init.h"
+
 #define HOST_LOG_MAX_BYTES 4096
 #define HOST_HTTP_DEFAULT_TIMEOUT_MS 10000u
 #define HOST_HTTP_MAX_TIMEOUT_MS 120000u
@@ -296,6 +298,9 @@ static int host_http(const struct idb_http_req *req, struct idb_http_resp *ret)
             hdrs = l;
         }
 
+    r = curl_init_once();
+    if (r < 0)
+        goto out;
     c = curl_easy_init();
     if (!c) {
         r = -ENOMEM;
@@ -649,8 +654,6 @@ const struct idb_host_api *host_api_get(void)
 
 int host_api_init(host_issue_via_fn issue_via)
 {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return -EIO;
     issue_via_fn = issue_via;
     /* IMDS' documented per-VM limits until a provider (azure-msi) configures its own. */
     pthread_mutex_lock(&upstreams_lock);
@@ -659,10 +662,8 @@ int host_api_init(host_issue_via_fn issue_via)
     int r = known ? 0
                   : host_upstream_limits(IDB_UPSTREAM_IMDS, IDB_UPSTREAM_IMDS_MAX_CONCURRENT,
                                          IDB_UPSTREAM_IMDS_MAX_PER_SECOND);
-    if (r < 0) {
-        curl_global_cleanup();
+    if (r < 0)
         return r;
-    }
     return 0;
 }
 
@@ -674,5 +675,4 @@ void host_api_done(void)
     for (size_t i = 0; i < UPSTREAM_MAX; i++)
         upstreams[i] = upstream_free(upstreams[i]);
     pthread_mutex_unlock(&upstreams_lock);
-    curl_global_cleanup();
 }

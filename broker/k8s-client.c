@@ -23,6 +23,7 @@
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/macro.h>
 
+#include "curl-init.h"
 #include "host-api.h"
 #include "limits.h"
 #include "manifest.h"
@@ -523,7 +524,10 @@ static int perform(struct xfer *x, const char *method, const char *path, const c
         return -ENOMEM;
     _cleanup_erase_ char *auth = auth_header(c, force_token);
     struct curl_slist *hdrs = NULL, *t;
-    int r = -ENOMEM;
+    int r = curl_init_once();
+    if (r < 0)
+        return r;
+    r = -ENOMEM;
     CURL *h = curl_easy_init();
     if (!h)
         return -ENOMEM;

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@
 #include "token-endpoint.h"
 
 #define SHUTDOWN_GRACE_MS 2000
+#define TRIM_INTERVAL_MS 10000
 
 static struct broker *the_broker;
 
@@ -456,6 +458,7 @@ int main(int argc, char **argv)
                IDB_VERSION, b.conf->listen, b.conf->node_name, b.conf->health_listen,
                b.conf->control_socket);
 
+    uint64_t last_trim_ms = now_monotonic_ms();
     for (;;) {
         uint32_t ms = b.conf->source_poll_ms ? b.conf->source_poll_ms : 1000;
         struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -472,6 +475,13 @@ int main(int argc, char **argv)
         pthread_mutex_lock(&b.reload_lock);
         broker_reload_source(&b, false);
         pthread_mutex_unlock(&b.reload_lock);
+        /* A burst of connections leaves its per-connection memory free in the malloc arenas of
+         * threads that are gone: hand whole free pages back now and then (a few ms at most). */
+        uint64_t now = now_monotonic_ms();
+        if (now - last_trim_ms >= TRIM_INTERVAL_MS) {
+            malloc_trim(0);
+            last_trim_ms = now;
+        }
     }
     broker_shutdown(&b);
     the_broker = NULL;

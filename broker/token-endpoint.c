@@ -29,6 +29,7 @@
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
 
+#include "curl-init.h"
 #include "host-api.h"
 #include "issuer.h"
 #include "limits.h"
@@ -657,7 +658,7 @@ static void proxy(const struct token_endpoint *te, const char *path, const char 
         return;
     }
 
-    CURL *c = curl_easy_init();
+    CURL *c = curl_init_once() < 0 ? NULL : curl_easy_init();
     struct curl_slist *hdrs = curl_slist_append(NULL, "Metadata: true");
     struct sink body = {0};
     uint32_t upstream_retry_after = 0;
@@ -1039,12 +1040,6 @@ struct token_endpoint *token_endpoint_new(struct issuer *is, const struct token_
         free(te->imds_endpoint);
         return NULL;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        free(te->imds_endpoint);
-        free(te->listen_host);
-        free(te->listen_port);
-        return NULL;
-    }
     return TAKE_PTR(te);
 }
 
@@ -1056,6 +1051,5 @@ struct token_endpoint *token_endpoint_free(struct token_endpoint *te)
     free(te->listen_port);
     free(te->imds_endpoint);
     free(te);
-    curl_global_cleanup();
     return NULL;
 }
