@@ -408,6 +408,21 @@ int main(int argc, char **argv)
         return 1;
     broker_reload_source(&b, true);
 
+    r = control_server_start(b.conf->control_socket, broker_ctl_ops, &b, &b.ctl);
+    if (r < 0) {
+        log_error_errno(r, "cannot open control socket '%s'", b.conf->control_socket);
+        return 1;
+    }
+    /* A CNI ADD or DEL since the first load could not tell us (no control socket yet; the plugin
+     * only logs that): read the state directory again, now that every later change is notified,
+     * and before the first token request, so that no registered pod is ever unknown. Bad files
+     * were reported by the first load. */
+    r = registry_load(b.registry, NULL, NULL);
+    if (r < 0)
+        log_warning_errno(r, "cannot reload registrations from '%s': %s", b.conf->state_dir,
+                          idb_strerror(r));
+    else
+        log_debug("%d registrations after opening the control socket", r);
     struct token_endpoint_options teo = {
         .listen_host = b.conf->listen,
         .proxy_instance = b.conf->proxy_instance,
@@ -438,11 +453,6 @@ int main(int argc, char **argv)
     b.health = http_server_start(b.conf->health_listen, &hh, health_handle, &b, &err);
     if (!b.health) {
         log_error("cannot serve health and metrics on '%s': %s", b.conf->health_listen, strna(err));
-        return 1;
-    }
-    r = control_server_start(b.conf->control_socket, broker_ctl_ops, &b, &b.ctl);
-    if (r < 0) {
-        log_error_errno(r, "cannot open control socket '%s'", b.conf->control_socket);
         return 1;
     }
     log_notice("idbrokerd %s serving tokens on %s (node '%s'), health on %s, control at %s",

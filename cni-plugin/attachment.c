@@ -373,16 +373,23 @@ int attachment_owner_of(const char *state_dir, const struct reg_ip *ip, char *bu
 
 int attachment_remove_key(const char *state_dir, const char *container_id, const char *if_name)
 {
-    char key[ATTACHMENT_KEY_MAX], path[REG_MAX_PATH + 256];
+    char key[ATTACHMENT_KEY_MAX], path[REG_MAX_PATH + 256], tmp[REG_MAX_PATH + 256];
     int r = attachment_key(container_id, if_name, key, sizeof(key));
     if (r < 0)
         return r;
     r = path_of(state_dir, ATTACHMENT_SUBDIR, key, ".json", path, sizeof(path));
     if (r < 0)
         return r;
-    if (unlink(path) < 0 && errno != ENOENT)
+    r = path_of(state_dir, ATTACHMENT_SUBDIR, ".tmp-", key, tmp, sizeof(tmp));
+    if (r < 0)
+        return r;
+    /* The temporary file of a writer killed before its rename: never read, removed here. */
+    bool gone = unlink(tmp) == 0;
+    if (unlink(path) == 0)
+        gone = true;
+    else if (errno != ENOENT)
         return -errno;
-    return fsync_dir_of(state_dir, ATTACHMENT_SUBDIR);
+    return gone ? fsync_dir_of(state_dir, ATTACHMENT_SUBDIR) : 0;
 }
 
 int attachment_remove(const char *state_dir, const struct attachment *a)
@@ -403,6 +410,14 @@ int attachment_remove(const char *state_dir, const struct attachment *a)
             return r;
         if (unlink(path) < 0 && errno != ENOENT)
             return -errno;
+    }
+    for (size_t i = 0; i < a->n_ips; i++) {
+        /* A link a killed ADD created but never renamed (ADDs of one address are serialised by
+         * the lock, so it is ours or stale). */
+        char name[INET6_ADDRSTRLEN], tmp[REG_MAX_PATH + 128];
+        reg_ip_to_string(&a->ips[i], name, sizeof(name));
+        if (path_of(state_dir, ATTACHMENT_IPDIR, ".tmp-", name, tmp, sizeof(tmp)) >= 0)
+            (void)unlink(tmp);
     }
     r = fsync_dir_of(state_dir, ATTACHMENT_IPDIR);
     if (r < 0 && r != -ENOENT)

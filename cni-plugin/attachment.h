@@ -55,9 +55,11 @@ int attachment_save(const char *state_dir, const struct attachment *a);
 /* -ENOENT when absent; -EBADMSG when unreadable. */
 int attachment_load(const char *state_dir, const char *container_id, const char *if_name,
                     struct attachment *ret);
-/* Removes the record and the by-ip links that still point to it. 0 if absent (idempotent). */
+/* Removes the record and the by-ip links that still point to it, and the temporary files a killed
+ * attachment_save() of the same key and addresses left. 0 if absent (idempotent). */
 int attachment_remove(const char *state_dir, const struct attachment *a);
-/* Removes the record file only (for a record that cannot be parsed). */
+/* Removes the record file and its temporary file only (for a record that cannot be parsed or is
+ * missing). */
 int attachment_remove_key(const char *state_dir, const char *container_id, const char *if_name);
 /* Which attachment holds `ip`: its key into buf, or -ENOENT. */
 int attachment_owner_of(const char *state_dir, const struct reg_ip *ip, char *buf, size_t size);

@@ -62,8 +62,8 @@ static int lock_state(const struct cni_conf *conf, struct cni_error *err)
 {
     int r = attachment_dir_ensure(conf->state_dir);
     if (r < 0)
-        return cni_fail(err, CNI_ERR_STATE, r, "cannot create the state directory", "'%s': %s",
-                        conf->state_dir, idb_strerror(r));
+        return cni_fail(err, cni_state_error_code(r), r, "cannot create the state directory",
+                        "'%s': %s", conf->state_dir, idb_strerror(r));
     int fd = registration_lock(conf->state_dir, CMD_LOCK_TIMEOUT_MS);
     if (fd < 0)
         return cni_fail(err, CNI_ERR_TRY_AGAIN, fd, "cannot lock the state directory", "'%s': %s",
@@ -337,14 +337,53 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
                           a->if_name, idb_strerror(r));
     size_t n_stale = find_stale(conf, a, stale, MAX_EVICT);
 
+    /* Crash-safe order (a kill -9 may stop ADD anywhere): the record of what the pod's transaction
+     * installs is written before it, so a DEL after any crash knows every element to remove.
+     * Elements of attachments being replaced go first, in a transaction of their own, then their
+     * files; until the pod's own transaction its traffic to the metadata address is dropped. */
+    bool same_old = have_old && attachment_equal(old, a);
     struct nft_params params = params_of(conf);
+    if (n_stale > 0 || (have_old && !same_old)) {
+        struct buf script;
+        buf_init(&script, NFT_MAX_SCRIPT);
+        r = prologue(&script, &params);
+        if (r >= 0 && have_old && !same_old)
+            r = nft_script_remove(&script, old, NULL);
+        for (size_t i = 0; r >= 0 && i < n_stale; i++)
+            r = nft_script_remove(&script, &stale[i], NULL);
+        if (r >= 0)
+            r = run_script(&script, false, err, CNI_ERR_TRY_AGAIN,
+                           "cannot install the metadata redirect");
+        else
+            r = cni_fail(err, CNI_ERR_INTERNAL, r, "cannot build the nftables transaction", "%s",
+                         idb_strerror(r));
+        buf_done(&script);
+        if (r < 0)
+            return r;
+        for (size_t i = 0; i < n_stale; i++) {
+            log_warning("address of %s@%s still held by %s@%s, whose DEL never came: removing it",
+                        a->container_id, a->if_name, stale[i].container_id, stale[i].if_name);
+            (void)registration_remove(conf->state_dir, stale[i].container_id, stale[i].if_name);
+            (void)attachment_remove(conf->state_dir, &stale[i]);
+        }
+        if (have_old && !same_old)
+            (void)attachment_remove(conf->state_dir, old);
+    }
+
+    r = attachment_save(conf->state_dir, a);
+    if (r < 0) {
+        /* A repeated ADD keeps its intact record (the rename did not happen) and its elements. */
+        if (!same_old) {
+            (void)attachment_remove(conf->state_dir, a);
+            (void)registration_remove(conf->state_dir, a->container_id, a->if_name);
+        }
+        return cni_fail(err, cni_state_error_code(r), r, "cannot write the pod's record",
+                        "'%s': %s", conf->state_dir, idb_strerror(r));
+    }
+
     struct buf script;
     buf_init(&script, NFT_MAX_SCRIPT);
     r = prologue(&script, &params);
-    if (r >= 0 && have_old)
-        r = nft_script_remove(&script, old, a);
-    for (size_t i = 0; r >= 0 && i < n_stale; i++)
-        r = nft_script_remove(&script, &stale[i], a);
     if (r >= 0)
         r = nft_script_add(&script, a);
     if (r >= 0)
@@ -354,8 +393,14 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
         r = cni_fail(err, CNI_ERR_INTERNAL, r, "cannot build the nftables transaction", "%s",
                      idb_strerror(r));
     buf_done(&script);
-    if (r < 0)
+    if (r < 0) {
+        /* Nothing changed in nftables: a repeated ADD keeps what it had, a new one nothing. */
+        if (!same_old) {
+            (void)attachment_remove(conf->state_dir, a);
+            (void)registration_remove(conf->state_dir, a->container_id, a->if_name);
+        }
         return r;
+    }
 
     /* Connections the pod (or an earlier holder of its address) opened before the redirect must not
      * keep their old path. The guard chain drops such packets anyway; this makes it immediate. */
@@ -366,22 +411,8 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
         log_warning_errno(r, "cannot flush conntrack entries of %s@%s: %s, ignoring",
                           a->container_id, a->if_name, idb_strerror(r));
 
-    /* Durable state: the private record (what DEL must remove) before the registration. */
-    r = 0;
-    for (size_t i = 0; i < n_stale; i++) {
-        log_warning("address of %s@%s still held by %s@%s, whose DEL never came: removing it",
-                    a->container_id, a->if_name, stale[i].container_id, stale[i].if_name);
-        (void)registration_remove(conf->state_dir, stale[i].container_id, stale[i].if_name);
-        (void)attachment_remove(conf->state_dir, &stale[i]);
-    }
-    if (have_old)
-        r = attachment_remove(conf->state_dir, old);
-    if (r >= 0)
-        r = attachment_save(conf->state_dir, a);
-    if (r >= 0) {
-        fill_registration(env, &pod, a, reg);
-        r = registration_save(conf->state_dir, reg);
-    }
+    fill_registration(env, &pod, a, reg);
+    r = registration_save(conf->state_dir, reg);
     if (r < 0) {
         int saved = r;
         struct buf undo;
@@ -391,8 +422,9 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
         buf_done(&undo);
         (void)registration_remove(conf->state_dir, a->container_id, a->if_name);
         (void)attachment_remove(conf->state_dir, a);
-        return cni_fail(err, CNI_ERR_STATE, saved, "cannot write the pod's registration",
-                        "'%s': %s", conf->state_dir, idb_strerror(saved));
+        return cni_fail(err, cni_state_error_code(saved), saved,
+                        "cannot write the pod's registration", "'%s': %s", conf->state_dir,
+                        idb_strerror(saved));
     }
     lock = unlock(lock);
 
@@ -434,7 +466,10 @@ int cmd_del(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
     r = attachment_load(conf->state_dir, env->container_id, env->ifname, &a);
     if (r >= 0)
         have = true;
-    else if (r != -ENOENT) {
+    else if (r == -ENOENT)
+        /* An ADD killed before its record was renamed leaves at most a temporary file. */
+        (void)attachment_remove_key(conf->state_dir, env->container_id, env->ifname);
+    else {
         /* Its elements are unknown now; the next GC rebuilds the sets from the records. */
         log_warning_errno(r, "unreadable record of %s@%s, removing it: %s", env->container_id,
                           env->ifname, idb_strerror(r));
@@ -460,8 +495,8 @@ int cmd_del(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
             return r;
         r = attachment_remove(conf->state_dir, &a);
         if (r < 0)
-            return cni_fail(err, CNI_ERR_STATE, r, "cannot remove the pod's record", "'%s': %s",
-                            conf->state_dir, idb_strerror(r));
+            return cni_fail(err, cni_state_error_code(r), r, "cannot remove the pod's record",
+                            "'%s': %s", conf->state_dir, idb_strerror(r));
         removed = true;
     }
 
@@ -470,8 +505,8 @@ int cmd_del(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
         removed = true;
     r = registration_remove(conf->state_dir, env->container_id, env->ifname);
     if (r < 0)
-        return cni_fail(err, CNI_ERR_STATE, r, "cannot remove the pod's registration", "'%s': %s",
-                        conf->state_dir, idb_strerror(r));
+        return cni_fail(err, cni_state_error_code(r), r, "cannot remove the pod's registration",
+                        "'%s': %s", conf->state_dir, idb_strerror(r));
     lock = unlock(lock);
 
     if (removed) {

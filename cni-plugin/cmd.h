@@ -29,11 +29,14 @@ struct cni_env {
 typedef int (*cmd_fn)(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
                       struct cni_error *err);
 
-/* ADD: requires prevResult; installs the pod's redirect and anti-spoofing elements in one nftables
- * transaction (code 11 and nothing changed when that fails), flushes the pod's conntrack entries to
- * the metadata and broker addresses, writes the registration, tells the broker (a broker that is
- * down is only logged), and prints prevResult back. Repeating an ADD is idempotent; an ADD whose
- * address an older attachment still holds (its DEL never came) evicts that stale attachment. */
+/* ADD: requires prevResult; writes the pod's record (what DEL must remove) first, installs the
+ * pod's redirect and anti-spoofing elements in one nftables transaction (code 11 and nothing of the
+ * pod's changed when that fails), flushes the pod's conntrack entries to the metadata and broker
+ * addresses, writes the registration, tells the broker (a broker that is down is only logged), and
+ * prints prevResult back. Repeating an ADD is idempotent; an ADD whose address an older attachment
+ * still holds (its DEL never came) evicts that stale attachment in a transaction of its own first.
+ * Killed at any point, it leaves files that parse and a record of every element it installed; a
+ * full disk (ENOSPC, EDQUOT) fails with code 11 and leaves nothing of the pod. */
 int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
             struct cni_error *err);
 /* DEL: idempotent; needs neither netns nor prevResult. */

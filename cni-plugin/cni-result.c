@@ -31,6 +31,11 @@ int cni_fail(struct cni_error *e, unsigned code, int r, const char *msg, const c
     return r;
 }
 
+unsigned cni_state_error_code(int r)
+{
+    return r == -ENOSPC || r == -EDQUOT ? CNI_ERR_TRY_AGAIN : CNI_ERR_STATE;
+}
+
 bool cni_version_supported(const char *v)
 {
     if (!v)

@@ -45,6 +45,11 @@ struct cni_error {
 int cni_fail(struct cni_error *e, unsigned code, int r, const char *msg, const char *details_fmt,
              ...) __attribute__((format(printf, 5, 6)));
 
+/* The code for a failed read, write or removal in the state directory (r = -errno): a full disk or
+ * quota (-ENOSPC, -EDQUOT) is CNI_ERR_TRY_AGAIN (11: the runtime retries once space is freed),
+ * anything else CNI_ERR_STATE. */
+unsigned cni_state_error_code(int r);
+
 /* The supported spec versions, NULL-terminated, oldest first. */
 extern const char *const cni_supported_versions[];
 bool cni_version_supported(const char *v);

@@ -309,8 +309,11 @@ int registration_save(const char *state_dir, const struct registration *reg)
     if (r < 0)
         return r;
     snprintf(dir, sizeof(dir), "%s/pods", state_dir);
-    if (snprintf(tmp, sizeof(tmp), "%s/" REG_TMP_PREFIX "%s@%s.%ld", dir, reg->container_id,
-                 reg->if_name, (long)getpid()) >= (int)sizeof(tmp))
+    /* One temporary name per key (writers hold registration_lock()): a writer killed before its
+     * rename leaves at most this file, which the next save of the key reuses and
+     * registration_remove() deletes. */
+    if (snprintf(tmp, sizeof(tmp), "%s/" REG_TMP_PREFIX "%s@%s", dir, reg->container_id,
+                 reg->if_name) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
     r = registration_dir_ensure(state_dir);
     if (r < 0)
@@ -370,9 +373,14 @@ int registration_remove(const char *state_dir, const char *container_id, const c
     int r = registration_path(state_dir, container_id, if_name, path, sizeof(path));
     if (r < 0)
         return r;
+    snprintf(dir, sizeof(dir), "%s/pods", state_dir);
+    /* A temporary file of the key left by a killed writer goes too (never read: not an error). */
+    char tmp[REG_MAX_PATH + 512];
+    if (snprintf(tmp, sizeof(tmp), "%s/" REG_TMP_PREFIX "%s@%s", dir, container_id, if_name) <
+        (int)sizeof(tmp))
+        (void)unlink(tmp);
     if (unlink(path) < 0)
         return errno == ENOENT ? 0 : -errno;
-    snprintf(dir, sizeof(dir), "%s/pods", state_dir);
     return fsync_dir(dir);
 }
 

@@ -78,9 +78,11 @@ int registration_dir_ensure(const char *state_dir);
 /* Takes the exclusive lock <stateDir>/lock (flock), waiting at most timeout_ms. Returns the fd to
  * close to release it, -ETIMEDOUT or -errno. */
 int registration_lock(const char *state_dir, int timeout_ms);
-/* Atomic durable write (see above). */
+/* Atomic durable write (see above) through <stateDir>/pods/.tmp-<containerId>@<ifName>; the caller
+ * holds registration_lock(). -ENOSPC/-EDQUOT on a full disk, nothing written. */
 int registration_save(const char *state_dir, const struct registration *r);
-/* Removes the file; 0 if it did not exist (idempotent). */
+/* Removes the file, and the key's temporary file a killed writer left; 0 if it did not exist
+ * (idempotent). */
 int registration_remove(const char *state_dir, const char *container_id, const char *if_name);
 /* Loads one. -ENOENT if absent. */
 int registration_load(const char *state_dir, const char *container_id, const char *if_name,

@@ -7,7 +7,7 @@ sockets). Pods are further namespaces that the CNI plugins (Debian's bridge/ptp/
 build/cni/idbroker) wire to the node; every plugin runs inside the node namespace, like a runtime on a
 node would run it, so nothing touches the machine's own namespace. World.close() (also called at exit
 and by the context manager) stops every process the world started and removes its namespaces,
-/etc/netns entries and files, even when a test fails.
+/etc/netns entries, tmpfs mounts and files, even when a test fails.
 
 Must run as root with /usr/bin/python3. Stand-in servers are this same file run as a script:
     netns_world.py http ADDR PORT NAME LOGFILE       answers every GET with JSON naming the client
@@ -176,6 +176,7 @@ class World:
         self.broker_socket = os.path.join(self.run_dir, "idbrokerd.sock")
         self.cni_log = os.path.join(self.tmp, "idbroker-cni.log")
         self.namespaces = []
+        self.mounts = []
         self.procs = []
         self.pods = {}
         self.closed = False
@@ -253,9 +254,7 @@ class World:
             return IDBROKER_CNI
         return os.path.join(DEBIAN_CNI, ptype)
 
-    def invoke(self, ptype, command, conf, pod=None, netns=None, env=None, stdin=None):
-        """Runs one plugin inside the node namespace. Returns (exit code, parsed stdout or text,
-        stderr). `conf` is a dict (or stdin text when `stdin` is given)."""
+    def _plugin_env(self, command, pod=None, netns=None, env=None):
         e = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
@@ -275,13 +274,18 @@ class World:
                     e.pop(k, None)
                 else:
                     e[k] = v
+        return e
+
+    def invoke(self, ptype, command, conf, pod=None, netns=None, env=None, stdin=None):
+        """Runs one plugin inside the node namespace. Returns (exit code, parsed stdout or text,
+        stderr). `conf` is a dict (or stdin text when `stdin` is given)."""
         text = stdin if stdin is not None else json.dumps(conf)
         p = subprocess.run(
             ["ip", "netns", "exec", self.node, self.plugin_path(ptype)],
             input=text,
             capture_output=True,
             text=True,
-            env=e,
+            env=self._plugin_env(command, pod, netns, env),
         )
         out = p.stdout
         try:
@@ -289,6 +293,24 @@ class World:
         except ValueError:
             pass
         return p.returncode, out, p.stderr
+
+    def invoke_async(self, ptype, command, conf, pod=None, env=None):
+        """Starts one plugin like invoke() without waiting: returns the Popen, whose pid is the
+        plugin itself (ip netns exec execs it), e.g. to kill it mid-command. Its stdin (the
+        configuration) is written and closed; stdout and stderr are discarded."""
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.node, self.plugin_path(ptype)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self._plugin_env(command, pod, None, env),
+        )
+        try:
+            p.stdin.write(json.dumps(conf).encode())
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        return p
 
     @staticmethod
     def plugin_conf(conflist, plugin, version, prev=None):
@@ -505,6 +527,14 @@ class World:
                     out.append(os.path.relpath(p, self.state_dir))
         return sorted(set(out))
 
+    def mount_tmpfs(self, path, size):
+        """A tmpfs of `size` (mount's size= syntax, e.g. "256k") on `path` (made if missing, inside
+        the world's directory); close() unmounts it, also when a test fails."""
+        os.makedirs(path, exist_ok=True)
+        _run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "idb-e2e", path], check=True)
+        self.mounts.append(path)
+        return path
+
     # -- teardown ------------------------------------------------------------------------------
 
     def close(self):
@@ -519,6 +549,8 @@ class World:
         for ns in reversed(self.namespaces):
             _run(["ip", "netns", "del", ns])
             shutil.rmtree("/etc/netns/" + ns, ignore_errors=True)
+        for m in reversed(self.mounts):
+            _run(["umount", "-l", m])
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The CNI plugin's private attachment records (cni-plugin/attachment.c). */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -125,6 +127,50 @@ static void test_save_load_remove(void **state)
     assert_int_equal(attachment_owner_of(tmpdir, &n.ips[0], owner, sizeof(owner)), -ENOENT);
 }
 
+static void touch(const char *path, bool link)
+{
+    if (link) {
+        assert_int_equal(symlink("x@eth0", path), 0);
+        return;
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"version\":1,\"contai", f);
+    fclose(f);
+}
+
+/* An ADD killed between creating a temporary file and renaming it: DEL removes what it left. */
+static void test_remove_temporaries(void **state)
+{
+    (void)state;
+    struct attachment a;
+    fill(&a, "t1", "10.0.2.1");
+    char rec[256], lnk[256];
+    snprintf(rec, sizeof(rec), "%s/cni/.tmp-t1@eth0", tmpdir);
+    snprintf(lnk, sizeof(lnk), "%s/cni/by-ip/.tmp-10.0.2.1", tmpdir);
+
+    /* Killed before the record was renamed: there is no record, only its temporary file. */
+    touch(rec, false);
+    assert_int_equal(attachment_remove_key(tmpdir, "t1", "eth0"), 0);
+    assert_int_equal(access(rec, F_OK), -1);
+
+    /* Killed between the record and the rename of an address link. */
+    assert_int_equal(attachment_save(tmpdir, &a), 0);
+    touch(rec, false);
+    touch(lnk, true);
+    assert_int_equal(attachment_remove(tmpdir, &a), 0);
+    assert_int_equal(access(rec, F_OK), -1);
+    assert_int_equal(faccessat(AT_FDCWD, lnk, F_OK, AT_SYMLINK_NOFOLLOW), -1);
+
+    /* A retried save reuses the temporary names. */
+    touch(rec, false);
+    touch(lnk, true);
+    assert_int_equal(attachment_save(tmpdir, &a), 0);
+    assert_int_equal(access(rec, F_OK), -1);
+    assert_int_equal(faccessat(AT_FDCWD, lnk, F_OK, AT_SYMLINK_NOFOLLOW), -1);
+    assert_int_equal(attachment_remove(tmpdir, &a), 0);
+}
+
 static void count_cb(const char *key, const struct attachment *a, void *userdata)
 {
     int *n = userdata;
@@ -162,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_keys),
         cmocka_unit_test_setup_teardown(test_save_load_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_temporaries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreach_and_corrupt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,6 +74,23 @@ static void test_roundtrip(void **state)
     assert_int_equal(registration_remove(tmpdir, "abc123", "eth0"), 0);
     assert_int_equal(registration_remove(tmpdir, "abc123", "eth0"), 0);
     assert_int_equal(registration_load(tmpdir, "abc123", "eth0", &b), -ENOENT);
+
+    /* A writer killed before its rename leaves the key's one temporary file: the next save reuses
+     * it, a removal deletes it. */
+    snprintf(p, sizeof(p), "%s/pods/.tmp-abc123@eth0", tmpdir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs("{\"vers", f);
+    fclose(f);
+    assert_int_equal(registration_remove(tmpdir, "abc123", "eth0"), 0);
+    assert_int_equal(access(p, F_OK), -1);
+    f = fopen(p, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(registration_save(tmpdir, &a), 0);
+    assert_int_equal(access(p, F_OK), -1);
+    assert_int_equal(registration_load(tmpdir, "abc123", "eth0", &b), 0);
+    assert_int_equal(registration_remove(tmpdir, "abc123", "eth0"), 0);
 }
 
 static int count;
