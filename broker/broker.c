@@ -140,6 +140,9 @@ static void keep_restart_settings(struct broker_conf *old, struct broker_conf *n
     SWAP(old->source_dir, new->source_dir);
     SWAP(old->kubeconfig, new->kubeconfig);
     SWAP(old->imds_endpoint, new->imds_endpoint);
+    SWAP(old->instance_namespaces, new->instance_namespaces);
+    SWAP(old->versions_namespaces, new->versions_namespaces);
+    SWAP(old->cni_conf_dir, new->cni_conf_dir);
     new->source_kind = old->source_kind;
     new->provider_isolation = old->provider_isolation;
     new->cache_max_entries = old->cache_max_entries;

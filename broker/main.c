@@ -410,6 +410,10 @@ int main(int argc, char **argv)
         .listen_host = b.conf->listen,
         .proxy_instance = b.conf->proxy_instance,
         .proxy_versions = b.conf->proxy_versions,
+        .instance_namespaces = b.conf->instance_namespaces.v,
+        .n_instance_namespaces = b.conf->instance_namespaces.n,
+        .versions_namespaces = b.conf->versions_namespaces.v,
+        .n_versions_namespaces = b.conf->versions_namespaces.n,
         .imds_endpoint = b.conf->imds_endpoint,
         .retry_after_s = b.conf->retry_after_s,
     };
