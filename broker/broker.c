@@ -17,6 +17,7 @@
 
 #include "aai.h"
 #include "conf.h"
+#include "conflist-watch.h"
 #include "issuer.h"
 #include "manifest.h"
 #include "metrics.h"
@@ -140,6 +141,9 @@ static void keep_restart_settings(struct broker_conf *old, struct broker_conf *n
     SWAP(old->source_dir, new->source_dir);
     SWAP(old->kubeconfig, new->kubeconfig);
     SWAP(old->imds_endpoint, new->imds_endpoint);
+    SWAP(old->instance_namespaces, new->instance_namespaces);
+    SWAP(old->versions_namespaces, new->versions_namespaces);
+    SWAP(old->cni_conf_dir, new->cni_conf_dir);
     new->source_kind = old->source_kind;
     new->provider_isolation = old->provider_isolation;
     new->cache_max_entries = old->cache_max_entries;
@@ -204,7 +208,7 @@ int broker_reload(struct broker *b, char **ret_error)
     return r < 0 ? r : 0;
 }
 
-bool broker_ready(struct broker *b, const char **ret_why)
+bool broker_ready(struct broker *b, char *ret_why, size_t size)
 {
     const char *why = NULL;
     if (!b->plugins_ok)
@@ -213,7 +217,9 @@ bool broker_ready(struct broker *b, const char **ret_why)
         why = "the provider host process is not running (it is being restarted)";
     else if (!b->policy.synced)
         why = "the policy source has not been loaded yet";
-    if (ret_why)
-        *ret_why = why;
+    else if (b->cni && !conflist_watch_ok(b->cni, ret_why, size))
+        return false; /* THREATS T21: the reason names the CNI configuration file */
+    if (ret_why && why)
+        snprintf(ret_why, size, "%s", why);
     return !why;
 }

@@ -27,6 +27,7 @@ struct provider_client;
 struct k8s_client;
 struct k8s_watch;
 struct aai_writer;
+struct conflist_watch;
 
 struct broker {
     char *conf_path;          /* NULL: built-in defaults */
@@ -48,6 +49,8 @@ struct broker {
     struct k8s_client *k8s;
     struct k8s_watch *watch;
     struct aai_writer *aai;
+
+    struct conflist_watch *cni; /* the conflist watch (THREATS T21); NULL when cni.confDir is "" */
 
     /* files source */
     char *source_dir;
@@ -74,8 +77,10 @@ void broker_policy_flags(const struct broker_conf *c, struct store_policy *ret);
 int broker_reload(struct broker *b, char **ret_error);
 /* Re-reads the files source if it changed (or `force`). Returns 1 if the policy was replaced. */
 int broker_reload_source(struct broker *b, bool force);
-/* Whether /readyz would say ready; *ret_why (static) says what is missing. */
-bool broker_ready(struct broker *b, const char **ret_why);
+/* Whether /readyz would say ready. If not and why != NULL, writes what is missing to
+ * why[0..size). */
+#define BROKER_WHY_MAX 4608
+bool broker_ready(struct broker *b, char *why, size_t size);
 
 /* ctl-ops.c: the op table for control_server_start (ud = struct broker *). */
 extern const struct control_op broker_ctl_ops[];

@@ -38,6 +38,8 @@
 #define CONF_NODE_NAME_MAX 253    /* a Kubernetes node name is a DNS subdomain */
 #define CONF_PROVIDER_NAME_MAX 63 /* "<name>.so" stays a short file name */
 #define CONF_KEY_PATH_MAX 128     /* longer than any key in the table */
+#define CONF_NAMESPACE_MAX 63     /* a Kubernetes namespace name is a DNS label */
+#define CONF_MAX_NAMES 1024       /* entries of one IT_NAMESPACES list */
 #define CONF_QUOTE_MAX 80         /* a bad value or key is quoted up to this many bytes */
 #define HOST_NAME_BUF 256
 
@@ -45,7 +47,7 @@ enum item_type {
     IT_SECTION,     /* an object; its members are the items "<key>.<member>" */
     IT_BOOL,        /* bool */
     IT_UINT32,      /* uint32_t in [min, max] */
-    IT_PATH,        /* char *: absolute path */
+    IT_PATH,        /* char *: absolute path ("" too with .empty_ok) */
     IT_SOCKET_PATH, /* char *: absolute path that fits sockaddr_un.sun_path */
     IT_FILE,        /* char *: non-empty path, relative to the broker's working directory or not */
     IT_NODE_NAME,   /* char *: DNS subdomain */
@@ -54,6 +56,7 @@ enum item_type {
     IT_LOG_LEVEL,   /* int: syslog level, log_level_from_string() */
     IT_LOG_FORMAT,  /* int: enum log_format, log_format_from_string() */
     IT_ENUM,        /* an enum field named by a string: it->names[value] */
+    IT_NAMESPACES,  /* struct conf_names: an array of namespace names */
     IT_PROVIDERS,   /* providers / n_providers */
     IT_TYPE_PROVIDERS, /* type_providers[] */
 };
@@ -68,6 +71,7 @@ struct conf_item {
     const char *def_str;      /* default of string items; NULL = none (or computed: nodeName) */
     bool restart;  /* a changed value takes effect only on restart (conf_restart_key()) */
     bool nullable; /* null means the default: for defaults that are computed, absent or built in */
+    bool empty_ok; /* IT_PATH: "" is accepted (it turns the feature off) */
 };
 
 #define OFF(f) offsetof(struct broker_conf, f)
@@ -132,9 +136,15 @@ static const struct conf_item items[] = {
     {"rateLimit.burst", IT_UINT32, OFF(rate_burst), .min = 1, .max = 1000000, .def_num = 40},
 
     {"metadataProxy", IT_SECTION, .offset = 0},
-    {"metadataProxy.instance", IT_BOOL, OFF(proxy_instance), .def_num = false},
-    {"metadataProxy.versions", IT_BOOL, OFF(proxy_versions), .def_num = false},
+    {"metadataProxy.instance", IT_BOOL, OFF(proxy_instance), .def_num = false, .restart = true},
+    {"metadataProxy.versions", IT_BOOL, OFF(proxy_versions), .def_num = false, .restart = true},
+    {"metadataProxy.instanceNamespaces", IT_NAMESPACES, OFF(instance_namespaces), .restart = true},
+    {"metadataProxy.versionsNamespaces", IT_NAMESPACES, OFF(versions_namespaces), .restart = true},
     {"metadataProxy.endpoint", IT_URL, OFF(imds_endpoint), .def_str = "http://169.254.169.254"},
+
+    {"cni", IT_SECTION, .offset = 0},
+    {"cni.confDir", IT_PATH, OFF(cni_conf_dir), .def_str = "/etc/cni/net.d", .restart = true,
+     .empty_ok = true},
 
     {"http", IT_SECTION, .offset = 0},
     {"http.maxConnections", IT_UINT32, OFF(http_max_connections), .min = 1, .max = 65536,
@@ -275,6 +285,17 @@ static bool valid_node_name(const char *s)
     return s[0] != '-' && s[0] != '.' && s[n - 1] != '-' && s[n - 1] != '.';
 }
 
+/* A Kubernetes namespace name: a DNS label (RFC 1123). */
+static bool valid_namespace(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CONF_NAMESPACE_MAX)
+        return false;
+    if (strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") != n)
+        return false;
+    return s[0] != '-' && s[n - 1] != '-';
+}
+
 static bool has_control_chars(const char *s)
 {
     for (; *s; s++)
@@ -334,6 +355,15 @@ static void providers_free(struct provider_conf *list, size_t n)
     free(list);
 }
 
+static void names_done(struct conf_names *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
 struct broker_conf *conf_free(struct broker_conf *c)
 {
     if (!c)
@@ -347,6 +377,9 @@ struct broker_conf *conf_free(struct broker_conf *c)
         case IT_URL:
         case IT_LISTEN:
             free(*FIELD(c, &items[i], char *));
+            break;
+        case IT_NAMESPACES:
+            names_done(FIELD(c, &items[i], struct conf_names));
             break;
         default:
             break;
@@ -402,7 +435,8 @@ static int set_defaults(struct broker_conf *c)
             }
             break;
         case IT_SECTION:
-        case IT_PROVIDERS: /* default: none */
+        case IT_NAMESPACES: /* default: none */
+        case IT_PROVIDERS:
             break;
         }
     }
@@ -522,6 +556,36 @@ static int apply_type_providers(struct parser *p, const char *key, struct json_o
     return 0;
 }
 
+static int apply_namespaces(struct parser *p, const struct conf_item *it, const char *key,
+                            struct json_object *v)
+{
+    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > CONF_MAX_NAMES)
+        return fail_value(p, key, v, "an array of at most %d namespace names", CONF_MAX_NAMES);
+    struct conf_names *l = FIELD(p->conf, it, struct conf_names);
+    names_done(l);
+    size_t n = json_object_array_length(v);
+    if (n == 0)
+        return 0;
+    l->v = calloc(n, sizeof(*l->v));
+    if (!l->v)
+        return fail(p, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *e = json_object_array_get_idx(v, i);
+        const char *s = get_string(e);
+        if (!s || !valid_namespace(s)) {
+            char ekey[CONF_KEY_PATH_MAX];
+            snprintf(ekey, sizeof(ekey), "%s[%zu]", key, i);
+            return fail_value(p, ekey, e, "a namespace name ([a-z0-9-], at most %d characters)",
+                              CONF_NAMESPACE_MAX);
+        }
+        l->v[i] = strdup(s);
+        if (!l->v[i])
+            return fail(p, -ENOMEM, "out of memory");
+        l->n = i + 1; /* counted as set, so conf_free() frees what was set */
+    }
+    return 0;
+}
+
 /* Applies one value to the item `it`; `key` is its path as written in the file. */
 static int apply_item(struct parser *p, const struct conf_item *it, const char *key,
                       struct json_object *v)
@@ -552,6 +616,9 @@ static int apply_item(struct parser *p, const struct conf_item *it, const char *
 
     case IT_TYPE_PROVIDERS:
         return apply_type_providers(p, key, v);
+
+    case IT_NAMESPACES:
+        return apply_namespaces(p, it, key, v);
 
     case IT_BOOL:
         if (!json_object_is_type(v, json_type_boolean))
@@ -618,8 +685,11 @@ static int apply_item(struct parser *p, const struct conf_item *it, const char *
 
     case IT_PATH:
         s = get_string(v);
-        if (!s || !valid_abs_path(s, CONF_PATH_MAX))
-            return fail_value(p, key, v, "an absolute path%s", it->nullable ? " or null" : "");
+        if (!s || (!valid_abs_path(s, CONF_PATH_MAX) && !(it->empty_ok && !*s)))
+            return fail_value(p, key, v, "an absolute path%s",
+                              it->nullable   ? " or null"
+                              : it->empty_ok ? " or \"\" (off)"
+                                             : "");
         break;
 
     case IT_SOCKET_PATH: {
@@ -1116,6 +1186,24 @@ const struct provider_conf *conf_find_provider(const struct broker_conf *c, cons
     return NULL;
 }
 
+bool conf_names_contain(const struct conf_names *list, const char *name)
+{
+    for (size_t i = 0; list && name && i < list->n; i++)
+        if (streq(list->v[i], name))
+            return true;
+    return false;
+}
+
+static bool names_eq(const struct conf_names *a, const struct conf_names *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (!streq(a->v[i], b->v[i]))
+            return false;
+    return true;
+}
+
 static bool str_eq_null(const char *a, const char *b)
 {
     if (!a || !b)
@@ -1151,6 +1239,10 @@ const char *conf_restart_key(const struct broker_conf *old_conf, const struct br
         case IT_URL:
         case IT_LISTEN:
             same = str_eq_null(*CFIELD(old_conf, it, char *), *CFIELD(new_conf, it, char *));
+            break;
+        case IT_NAMESPACES:
+            same = names_eq(CFIELD(old_conf, it, struct conf_names),
+                            CFIELD(new_conf, it, struct conf_names));
             break;
         case IT_SECTION:
         case IT_PROVIDERS:

@@ -27,6 +27,12 @@ enum provider_isolation {
     PROVIDER_ISOLATION_INLINE,  /* dlopen()ed into idbrokerd itself (debugging, benchmarks) */
 };
 
+/* A list of names from the file ("metadataProxy.instanceNamespaces"), in file order. */
+struct conf_names {
+    char **v;
+    size_t n;
+};
+
 struct provider_conf {
     char *name; /* [a-z0-9-]+ */
     char *json; /* the plugin's object, as JSON text */
@@ -72,7 +78,13 @@ struct broker_conf {
 
     bool proxy_instance; /* "metadataProxy.instance": proxy /metadata/instance to the node IMDS */
     bool proxy_versions; /* "metadataProxy.versions" */
+    /* "metadataProxy.instanceNamespaces" / "versionsNamespaces": pods of these namespaces get the
+     * path proxied even when the boolean is false (THREATS T8) */
+    struct conf_names instance_namespaces;
+    struct conf_names versions_namespaces;
     char *imds_endpoint; /* "metadataProxy.endpoint" */
+
+    char *cni_conf_dir; /* "cni.confDir": watched for idbroker in the network config; "" = off */
 
     uint32_t http_max_connections; /* "http.maxConnections" */
     uint32_t http_max_per_ip;      /* "http.maxConnectionsPerPod" */
@@ -100,6 +112,8 @@ int conf_load(const char *path, struct broker_conf **ret, char **ret_error);
 struct broker_conf *conf_free(struct broker_conf *c);
 /* The provider name (borrowed from c) for an AzureIdentity spec.type, or NULL outside 0..2. */
 const char *conf_type_provider(const struct broker_conf *c, int type);
+/* Whether `name` is one of list's names. Both borrowed. */
+bool conf_names_contain(const struct conf_names *list, const char *name);
 /* The "providers" entry called `name` (borrowed from c), or NULL. */
 const struct provider_conf *conf_find_provider(const struct broker_conf *c, const char *name);
 /* For reload on SIGHUP: the key path (static string) of the first key whose new value differs from

@@ -63,8 +63,8 @@ static int op_status(void *ud, struct json_object *req, struct json_object **ret
         json_object_put(cache);
         return -ENOMEM;
     }
-    const char *why = NULL;
-    bool ready = broker_ready(b, &why);
+    char why[BROKER_WHY_MAX];
+    bool ready = broker_ready(b, why, sizeof(why));
     pthread_mutex_lock(&b->reload_lock);
     json_add_str(o, "nodeName", b->conf->node_name);
     json_add_str(o, "version", IDB_VERSION);

@@ -8,6 +8,7 @@
 #include <idbroker-internal/macro.h>
 
 #include "broker.h"
+#include "conflist-watch.h"
 #include "http-server.h"
 #include "metrics.h"
 #include "registry.h"
@@ -35,7 +36,8 @@ static void sample_gauges(struct broker *b)
     struct tc_stats st;
     token_cache_stats(b->cache, &st);
     metrics_set(G_CACHE_ENTRIES, (int64_t)st.entries);
-    metrics_set(G_READY, broker_ready(b, NULL) ? 1 : 0);
+    metrics_set(G_READY, broker_ready(b, NULL, 0) ? 1 : 0);
+    metrics_set(G_CNI_CHAIN_OK, !b->cni || conflist_watch_ok(b->cni, NULL, 0) ? 1 : 0);
 }
 
 void health_handle(void *ud, const struct http_request *req, struct http_response *resp)
@@ -53,8 +55,8 @@ void health_handle(void *ud, const struct http_request *req, struct http_respons
         return;
     }
     if (plen == 7 && strncmp(path, "/readyz", 7) == 0) {
-        const char *why = NULL;
-        if (broker_ready(b, &why)) {
+        char why[BROKER_WHY_MAX];
+        if (broker_ready(b, why, sizeof(why))) {
             text(resp, 200, "ready\n");
             return;
         }

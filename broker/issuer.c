@@ -632,6 +632,24 @@ static bool address_is_local(const struct reg_ip *ip)
     return found;
 }
 
+/* The one attribution of a caller: its address (*ret_ip, set whenever the address is understood)
+ * and the registration that owns it. */
+static int peer_lookup(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
+                       struct reg_ip *ret_ip, struct registration *ret)
+{
+    int r = peer_to_ip(peer, peer_len, ret_ip);
+    if (r < 0)
+        return r;
+    return registry_lookup_ip(is->o.registry, ret_ip, ret);
+}
+
+int issuer_peer_registration(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
+                             struct registration *ret)
+{
+    struct reg_ip ip = {0};
+    return peer_lookup(is, peer, peer_len, &ip, ret);
+}
+
 void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
                            const struct issue_request *req, struct issue_result *ret)
 {
@@ -641,9 +659,7 @@ void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, sockl
     options_get(is, &o);
     struct reg_ip ip = {0}; /* family 0 ("?" in messages) unless the address is understood */
     struct registration reg;
-    int r = peer_to_ip(peer, peer_len, &ip);
-    if (r >= 0)
-        r = registry_lookup_ip(is->o.registry, &ip, &reg);
+    int r = peer_lookup(is, peer, peer_len, &ip, &reg);
     if (r < 0) {
         char a[64] = "?";
         if (ip.family)

@@ -94,6 +94,12 @@ int issuer_issue_via(struct issuer *is, const char *provider, const struct idb_t
  * deadline (sync wait + provider timeout). Always fills *ret (release with issuer_result_done). */
 void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
                            const struct issue_request *req, struct issue_result *ret);
+/* The registration owning the connection's source address: the attribution
+ * issuer_issue_for_peer() makes, without a policy decision, an audit record or a provider call.
+ * Returns 0 and copies it to *ret; -ENOENT (no pod owns the address), IDB_E_AMBIGUOUS_POD,
+ * -EAFNOSUPPORT (not an IPv4/IPv6 address). */
+int issuer_peer_registration(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
+                             struct registration *ret);
 /* Issues for pod ns/name (control socket's debug `token`). */
 void issuer_issue_for_pod(struct issuer *is, const char *ns, const char *name,
                           const struct issue_request *req, struct issue_result *ret);

@@ -33,6 +33,9 @@
 #define K8S_MAX_TOKEN_BYTES (64 * 1024)            /* bearer token file */
 #define K8S_MAX_LIST_PAGES 10000                   /* pages of one LIST */
 
+/* A CNI network configuration file read by the conflist watch (conflist-watch.h). */
+#define CNI_CONF_MAX_BYTES (1024 * 1024)
+
 #define CTL_MAX_CLIENTS 16
 #define CTL_IO_TIMEOUT_MS 5000
 

@@ -26,6 +26,7 @@
 #include "aai.h"
 #include "broker.h"
 #include "conf.h"
+#include "conflist-watch.h"
 #include "control.h"
 #include "host-api.h"
 #include "http-server.h"
@@ -218,6 +219,7 @@ static void broker_shutdown(struct broker *b)
     b->health = http_server_stop(b->health);
     if (b->k8s)
         k8s_client_stop(b->k8s);
+    b->cni = conflist_watch_free(b->cni);
     b->watch = k8s_watch_free(b->watch);
     b->aai = aai_writer_free(b->aai);
     b->k8s = k8s_client_free(b->k8s);
@@ -404,6 +406,15 @@ int main(int argc, char **argv)
     log_info("%d registrations loaded from '%s'", r, b.conf->state_dir);
 
     b.plugins_ok = load_providers(&b) >= 0;
+    if (b.conf->cni_conf_dir[0]) {
+        struct conflist_watch_options co = {
+            .dir = b.conf->cni_conf_dir, .node_name = b.conf->node_name, .k8s = b.k8s};
+        r = conflist_watch_start(&co, &b.cni);
+        if (r < 0) {
+            log_error_errno(r, "cannot watch the CNI configuration in '%s'", b.conf->cni_conf_dir);
+            return 1;
+        }
+    }
     if (kube && k8s_source_start(&b) < 0)
         return 1;
     broker_reload_source(&b, true);
@@ -427,6 +438,10 @@ int main(int argc, char **argv)
         .listen_host = b.conf->listen,
         .proxy_instance = b.conf->proxy_instance,
         .proxy_versions = b.conf->proxy_versions,
+        .instance_namespaces = b.conf->instance_namespaces.v,
+        .n_instance_namespaces = b.conf->instance_namespaces.n,
+        .versions_namespaces = b.conf->versions_namespaces.v,
+        .n_versions_namespaces = b.conf->versions_namespaces.n,
         .imds_endpoint = b.conf->imds_endpoint,
         .retry_after_s = b.conf->retry_after_s,
     };

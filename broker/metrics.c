@@ -117,6 +117,8 @@ static const struct counter_desc gauge_descs[_G_GAUGE_MAX] = {
     [G_BINDINGS] = {"idbroker_bindings", "AzureIdentityBinding objects known."},
     [G_CACHE_ENTRIES] = {"idbroker_cache_entries", "Entries in the token cache."},
     [G_READY] = {"idbroker_ready", "1 when configuration, providers and sources are ready."},
+    [G_CNI_CHAIN_OK] = {"idbroker_cni_chain_ok",
+                        "0 while the node's CNI network configuration lacks the idbroker plugin."},
 };
 
 void metrics_inc(enum metric_counter m)

@@ -36,6 +36,7 @@ enum metric_gauge {
     G_BINDINGS,
     G_CACHE_ENTRIES,
     G_READY,
+    G_CNI_CHAIN_OK,
     _G_GAUGE_MAX,
 };
 

@@ -5,9 +5,10 @@
  *
  * Request targets are canonicalised once and classified by a pure function (fuzzed): anything that
  * is not in the one canonical form is rejected, never proxied. Only the token path is served; the
- * two other IMDS paths are blocked unless configured, and then proxied to the node's IMDS. No reply
- * is ever a fall-through to the real IMDS, except the token request of a pod excepted by an
- * AzurePodIdentityException (DESIGN §4), which is what aad-pod-identity did too.
+ * two other IMDS paths are blocked unless configured (for every caller, or for the pods of listed
+ * namespaces), and then proxied to the node's IMDS. No reply is ever a fall-through to the real
+ * IMDS, except the token request of a pod excepted by an AzurePodIdentityException (DESIGN §4),
+ * which is what aad-pod-identity did too.
  */
 #include "token-endpoint.h"
 
@@ -34,6 +35,7 @@
 #include "issuer.h"
 #include "limits.h"
 #include "metrics.h"
+#include "registry.h"
 #include "token-cache.h"
 
 #define TOKEN_PATH "/metadata/identity/oauth2/token"
@@ -75,12 +77,18 @@ static const char *const api_versions[] = {
 #define N_API_VERSIONS (sizeof(api_versions) / sizeof(api_versions[0]))
 #define N_NEWEST_VERSIONS 3
 
+/* Who may reach one of the other IMDS paths. */
+struct proxy_allow {
+    bool all;
+    char **namespaces; /* the pods of these namespaces, when !all */
+    size_t n;
+};
+
 struct token_endpoint {
     struct issuer *is;
     char *listen_host; /* host part of the listen address, lower case ("[v6]" bracketed) */
     char *listen_port; /* its port, NULL if none was given */
-    bool proxy_instance;
-    bool proxy_versions;
+    struct proxy_allow instance, versions;
     char *imds_endpoint; /* no trailing '/' */
     uint32_t retry_after_s;
 };
@@ -768,6 +776,31 @@ static bool host_allowed(const struct token_endpoint *te, const char *host)
     return true;
 }
 
+/* Whether the caller may reach a proxied path: every caller, or a pod registered in a listed
+ * namespace. The pod is found as the token path finds it (THREATS T8); an unknown caller is not
+ * allowed. */
+static bool proxy_allowed(const struct token_endpoint *te, const struct proxy_allow *a,
+                          const struct http_request *req)
+{
+    if (a->all)
+        return true;
+    if (a->n == 0 || !te->is)
+        return false;
+    struct registration reg;
+    int r = issuer_peer_registration(te->is, req->peer, req->peer_len, &reg);
+    if (r < 0) {
+        log_debug("token-endpoint: '%s' refused: the caller is not a pod of this node: %s",
+                  req->raw_uri, idb_strerror(r));
+        return false;
+    }
+    for (size_t i = 0; i < a->n; i++)
+        if (streq(a->namespaces[i], reg.pod_namespace))
+            return true;
+    log_debug("token-endpoint: '%s' refused for pod %s/%s: its namespace is not allowed",
+              req->raw_uri, reg.pod_namespace, reg.pod_name);
+    return false;
+}
+
 static bool json_is_object_text(const char *s)
 {
     if (!s)
@@ -948,8 +981,8 @@ static void handle(struct token_endpoint *te, const struct http_request *req,
 
     /* (7) the other IMDS paths */
     if (route == TE_ROUTE_INSTANCE || route == TE_ROUTE_VERSIONS) {
-        bool allowed = route == TE_ROUTE_INSTANCE ? te->proxy_instance : te->proxy_versions;
-        if (!allowed)
+        const struct proxy_allow *a = route == TE_ROUTE_INSTANCE ? &te->instance : &te->versions;
+        if (!proxy_allowed(te, a, req))
             reply_error(resp, 403, "forbidden",
                         "This metadata endpoint is blocked by idbroker on this node");
         else if (!req->may_block)
@@ -1027,15 +1060,53 @@ static int split_listen(const char *listen, char **ret_host, char **ret_port)
     return 0;
 }
 
+static void allow_done(struct proxy_allow *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->namespaces[i]);
+    free(a->namespaces);
+    memset(a, 0, sizeof(*a));
+}
+
+static int allow_init(struct proxy_allow *a, bool all, char *const *namespaces, size_t n)
+{
+    a->all = all;
+    if (all || n == 0 || !namespaces)
+        return 0;
+    a->namespaces = calloc(n, sizeof(*a->namespaces));
+    if (!a->namespaces)
+        return -ENOMEM;
+    for (; a->n < n; a->n++) {
+        a->namespaces[a->n] = strdup(namespaces[a->n]);
+        if (!a->namespaces[a->n])
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Frees what token_endpoint_new() set up, and the struct. */
+static void te_free(struct token_endpoint *te)
+{
+    free(te->listen_host);
+    free(te->listen_port);
+    free(te->imds_endpoint);
+    allow_done(&te->instance);
+    allow_done(&te->versions);
+    free(te);
+}
+
 struct token_endpoint *token_endpoint_new(struct issuer *is, const struct token_endpoint_options *o)
 {
-    _cleanup_free_ struct token_endpoint *te = calloc(1, sizeof(*te));
+    struct token_endpoint *te = calloc(1, sizeof(*te));
     if (!te)
         return NULL;
     te->is = is;
     te->retry_after_s = o && o->retry_after_s ? o->retry_after_s : DEFAULT_RETRY_AFTER_S;
-    te->proxy_instance = o && o->proxy_instance;
-    te->proxy_versions = o && o->proxy_versions;
+    if (o && (allow_init(&te->instance, o->proxy_instance, o->instance_namespaces,
+                         o->n_instance_namespaces) < 0 ||
+              allow_init(&te->versions, o->proxy_versions, o->versions_namespaces,
+                         o->n_versions_namespaces) < 0))
+        goto fail;
 
     const char *ep =
         o && o->imds_endpoint && *o->imds_endpoint ? o->imds_endpoint : DEFAULT_IMDS_ENDPOINT;
@@ -1044,22 +1115,20 @@ struct token_endpoint *token_endpoint_new(struct issuer *is, const struct token_
         el--;
     te->imds_endpoint = strndup(ep, el);
     if (!te->imds_endpoint)
-        return NULL;
+        goto fail;
     if (o && o->listen_host && *o->listen_host &&
-        split_listen(o->listen_host, &te->listen_host, &te->listen_port) < 0) {
-        free(te->imds_endpoint);
-        return NULL;
-    }
-    return TAKE_PTR(te);
+        split_listen(o->listen_host, &te->listen_host, &te->listen_port) < 0)
+        goto fail;
+    return te;
+fail:
+    te_free(te);
+    return NULL;
 }
 
 struct token_endpoint *token_endpoint_free(struct token_endpoint *te)
 {
     if (!te)
         return NULL;
-    free(te->listen_host);
-    free(te->listen_port);
-    free(te->imds_endpoint);
-    free(te);
+    te_free(te);
     return NULL;
 }

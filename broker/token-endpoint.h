@@ -56,8 +56,15 @@ int token_endpoint_render_token(const struct tc_token *t, const char *client_id,
 
 struct token_endpoint_options {
     const char *listen_host; /* the broker's own address, accepted as Host */
+    /* /metadata/instance and /metadata/versions are proxied for every caller when the boolean is
+     * set, else only for pods whose registration (issuer_peer_registration()) is in one of the
+     * listed namespaces (borrowed, copied); everyone else gets 403 (THREATS T8). */
     bool proxy_instance;
     bool proxy_versions;
+    char *const *instance_namespaces;
+    size_t n_instance_namespaces;
+    char *const *versions_namespaces;
+    size_t n_versions_namespaces;
     const char *imds_endpoint; /* where /metadata/instance is proxied */
     uint32_t retry_after_s;
 };

@@ -458,6 +458,7 @@ class World:
                 "providers": {"mock": {"jwksFile": os.path.join(d, "jwks.json"), "lifetimeSeconds": 3600}},
                 "typeProviders": {"0": "mock", "1": "mock", "2": "mock"},
                 "log": {"level": "debug", "format": "json"},
+                "cni": {"confDir": ""},  # not the host's /etc/cni/net.d
             }
             conf["providers"].update(providers or {})
             conf.update(conf_extra or {})

@@ -41,6 +41,16 @@ void issuer_result_done(struct issuer *is, struct issue_result *r)
     (void)r;
 }
 
+int issuer_peer_registration(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
+                             struct registration *ret)
+{
+    (void)is;
+    (void)peer;
+    (void)peer_len;
+    (void)ret;
+    return -ENOSYS;
+}
+
 static void check(int cond)
 {
     if (!cond)

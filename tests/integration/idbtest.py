@@ -170,6 +170,9 @@ class Broker:
                 "mock": {"jwksFile": self.jwks, "lifetimeSeconds": 3600}},
             "typeProviders": {"0": "mock", "1": "mock", "2": "mock"},
             "log": {"level": "debug", "format": "json"},
+            # The host's own CNI configuration is none of the test's business (tests that check the
+            # conflist watch point this at a directory of their own).
+            "cni": {"confDir": ""},
         }
         for k, v in (conf or {}).items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -93,8 +93,9 @@ def check_manifests():
     rbac = {(d["kind"], d["metadata"]["name"]): d for d in all_docs["rbac.yaml"]}
     rules = rbac[("ClusterRole", "idbroker")]["rules"]
     writes = [(r["resources"], r["verbs"]) for r in rules if set(r["verbs"]) - {"get", "list", "watch"}]
-    equal(writes, [(["azureassignedidentities"], ["get", "list", "watch", "create", "patch", "delete"])],
-          "RBAC: the only writes are to azureassignedidentities")
+    equal(writes, [(["azureassignedidentities"], ["get", "list", "watch", "create", "patch", "delete"]),
+                   (["events"], ["create"])],
+          "RBAC: the only writes are to azureassignedidentities, and creating Events")
     check(not [r for r in rules if "secrets" in r["resources"] or "*" in r["resources"] or "*" in r["verbs"]],
           "RBAC: no secrets, no wildcards")
     ds = all_docs["daemonset.yaml"][0]["spec"]["template"]["spec"]
@@ -102,6 +103,9 @@ def check_manifests():
     broker = [c for c in ds["containers"] if c["name"] == "idbrokerd"][0]
     equal(broker["securityContext"]["capabilities"], {"drop": ["ALL"], "add": ["NET_ADMIN"]},
           "idbrokerd: NET_ADMIN only")
+    net = [m for m in broker["volumeMounts"] if m["name"] == "cni-net"]
+    check(net and net[0]["mountPath"] == "/etc/cni/net.d" and net[0].get("readOnly"),
+          "idbrokerd: the CNI conf dir is mounted read-only at cni.confDir's default (T21)")
     check(not any(c.get("securityContext", {}).get("privileged") for c in ds["containers"] + ds["initContainers"]),
           "no privileged container")
     check(broker["readinessProbe"]["httpGet"]["path"] == "/readyz" and

@@ -87,7 +87,12 @@ static void assert_conf_equal(const struct broker_conf *a, const struct broker_c
     assert_int_equal(a->rate_burst, b->rate_burst);
     assert_int_equal(a->proxy_instance, b->proxy_instance);
     assert_int_equal(a->proxy_versions, b->proxy_versions);
+    assert_int_equal(a->instance_namespaces.n, b->instance_namespaces.n);
+    for (size_t i = 0; i < a->instance_namespaces.n; i++)
+        assert_string_equal(a->instance_namespaces.v[i], b->instance_namespaces.v[i]);
+    assert_int_equal(a->versions_namespaces.n, b->versions_namespaces.n);
     assert_string_equal(a->imds_endpoint, b->imds_endpoint);
+    assert_string_equal(a->cni_conf_dir, b->cni_conf_dir);
     assert_int_equal(a->http_max_connections, b->http_max_connections);
     assert_int_equal(a->http_max_per_ip, b->http_max_per_ip);
     assert_int_equal(a->http_timeout_s, b->http_timeout_s);
@@ -140,7 +145,11 @@ static void test_defaults(void **state)
     assert_int_equal(c->rate_burst, 40);
     assert_false(c->proxy_instance);
     assert_false(c->proxy_versions);
+    assert_int_equal(c->instance_namespaces.n, 0);
+    assert_int_equal(c->versions_namespaces.n, 0);
+    assert_false(conf_names_contain(&c->instance_namespaces, "default"));
     assert_string_equal(c->imds_endpoint, "http://169.254.169.254");
+    assert_string_equal(c->cni_conf_dir, "/etc/cni/net.d");
     assert_int_equal(c->http_max_connections, 1024);
     assert_int_equal(c->http_max_per_ip, 64);
     assert_int_equal(c->http_timeout_s, 15);
@@ -204,7 +213,10 @@ static const char all_keys[] =
     "  \"cache\": {\"maxEntries\": 4194304, \"minTtlSeconds\": 0, \"negativeTtlMs\": 60000},\n"
     "  \"rateLimit\": {\"requestsPerSecond\": 0, \"burst\": 1000000},\n"
     "  \"metadataProxy\": {\"instance\": true, \"versions\": true,\n"
+    "                    \"instanceNamespaces\": [\"team-a\", \"kube-system\", \"team-a\"],\n"
+    "                    \"versionsNamespaces\": [],\n"
     "                    \"endpoint\": \"https://imds.example:8443/\"},\n"
+    "  \"cni\": {\"confDir\": \"\"},\n"
     "  \"http\": {\"maxConnections\": 65536, \"maxConnectionsPerPod\": 1, \"timeoutSeconds\": 1}\n"
     "}\n";
 
@@ -247,7 +259,15 @@ static void test_all_keys(void **state)
     assert_int_equal(c->rate_burst, 1000000);
     assert_true(c->proxy_instance);
     assert_true(c->proxy_versions);
+    assert_int_equal(c->instance_namespaces.n, 3);
+    assert_string_equal(c->instance_namespaces.v[0], "team-a");
+    assert_string_equal(c->instance_namespaces.v[1], "kube-system");
+    assert_true(conf_names_contain(&c->instance_namespaces, "kube-system"));
+    assert_false(conf_names_contain(&c->instance_namespaces, "team-b"));
+    assert_false(conf_names_contain(&c->instance_namespaces, NULL));
+    assert_int_equal(c->versions_namespaces.n, 0);
     assert_string_equal(c->imds_endpoint, "https://imds.example:8443/");
+    assert_string_equal(c->cni_conf_dir, "");
     assert_int_equal(c->http_max_connections, 65536);
     assert_int_equal(c->http_max_per_ip, 1);
     assert_int_equal(c->http_timeout_s, 1);
@@ -373,6 +393,28 @@ static const struct error_case error_cases[] = {
      "key 'metadataProxy.endpoint': expected an http:// or https:// URL, got '\"ftp://imds\"'"},
     {"{\"metadataProxy\": {\"endpoint\": \"http://\"}}", -EINVAL,
      "expected an http:// or https://"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": \"default\"}}", -EINVAL,
+     "key 'metadataProxy.instanceNamespaces': expected an array of at most 1024 namespace names, "
+     "got '\"default\"'"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": null}}", -EINVAL,
+     "key 'metadataProxy.instanceNamespaces': expected an array"},
+    {"{\"metadataProxy\": {\"versionsNamespaces\": [\"ok\", \"Team_A\"]}}", -EINVAL,
+     "key 'metadataProxy.versionsNamespaces[1]': expected a namespace name ([a-z0-9-], at most 63 "
+     "characters), got '\"Team_A\"'"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": [\"\"]}}", -EINVAL,
+     "key 'metadataProxy.instanceNamespaces[0]': expected a namespace name"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": [\"-a\"]}}", -EINVAL,
+     "expected a namespace name"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": [\"a.b\"]}}", -EINVAL,
+     "expected a namespace name"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": [1]}}", -EINVAL, "expected a namespace name"},
+    {"{\"metadataProxy\": {\"instanceNamespaces\": "
+     "[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}}",
+     -EINVAL, "expected a namespace name"},
+    {"{\"cni\": {\"confDir\": \"etc/cni\"}}", -EINVAL,
+     "key 'cni.confDir': expected an absolute path or \"\" (off), got '\"etc/cni\"'"},
+    {"{\"cni\": {\"confDir\": null}}", -EINVAL, "key 'cni.confDir': expected an absolute path"},
+    {"{\"cni\": {\"dir\": \"/x\"}}", -EINVAL, "unknown key 'cni.dir'"},
     {"{\"nodeName\": \"Node_1\"}", -EINVAL, "key 'nodeName': expected a node name"},
     {"{\"nodeName\": \"\"}", -EINVAL, "key 'nodeName': expected a node name"},
     {"{\"nodeName\": \"-node\"}", -EINVAL, "key 'nodeName': expected a node name"},
@@ -579,6 +621,12 @@ static void test_restart_key(void **state)
         {"{\"http\": {\"maxConnections\": 5}}", "http.maxConnections"},
         {"{\"http\": {\"maxConnectionsPerPod\": 5}}", "http.maxConnectionsPerPod"},
         {"{\"http\": {\"timeoutSeconds\": 5}}", "http.timeoutSeconds"},
+        {"{\"metadataProxy\": {\"instance\": true}}", "metadataProxy.instance"},
+        {"{\"metadataProxy\": {\"instanceNamespaces\": [\"a\"]}}",
+         "metadataProxy.instanceNamespaces"},
+        {"{\"metadataProxy\": {\"versionsNamespaces\": [\"a\"]}}",
+         "metadataProxy.versionsNamespaces"},
+        {"{\"cni\": {\"confDir\": \"/x\"}}", "cni.confDir"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
         c = parse_ok(cases[i].text);

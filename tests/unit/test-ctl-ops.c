@@ -30,6 +30,7 @@
 
 #include "broker.h"
 #include "conf.h"
+#include "conflist-watch.h"
 #include "control.h"
 #include "host-api.h"
 #include "http-server.h"
@@ -696,7 +697,43 @@ static void test_health(void **state)
     assert_non_null(strstr(h.body, "\nidbroker_ready 1\n"));
     assert_non_null(strstr(h.body, "\nidbroker_registrations 1\n"));
     assert_non_null(strstr(h.body, "\nidbroker_identities 2\n"));
+    assert_non_null(strstr(h.body, "\nidbroker_cni_chain_ok 1\n")); /* no watch: nothing wrong */
     free(h.body);
+
+    /* THREATS T21: the node's conflist lost idbroker -> not ready, the reason names the file. */
+    char cni_dir[] = "/tmp/idb-ctl-cni-XXXXXX", conflist[64];
+    assert_non_null(mkdtemp(cni_dir));
+    snprintf(conflist, sizeof(conflist), "%s/10-k8s.conflist", cni_dir);
+    FILE *f = fopen(conflist, "w");
+    assert_non_null(f);
+    fputs("{\"plugins\": [{\"type\": \"bridge\"}]}", f);
+    fclose(f);
+    struct conflist_watch_options co = {.dir = cni_dir, .node_name = "n", .interval_ms = 3600000};
+    assert_int_equal(conflist_watch_start(&co, &b.cni), 0);
+    h = health("GET", "/readyz");
+    assert_int_equal(h.status, 503);
+    assert_non_null(strstr(h.body, "not ready: idbroker is missing from the CNI network "
+                                   "configuration '"));
+    assert_non_null(strstr(h.body, conflist));
+    free(h.body);
+    h = health("GET", "/metrics");
+    assert_non_null(strstr(h.body, "\nidbroker_cni_chain_ok 0\n"));
+    assert_non_null(strstr(h.body, "\nidbroker_ready 0\n"));
+    free(h.body);
+    f = fopen(conflist, "w");
+    assert_non_null(f);
+    fputs("{\"plugins\": [{\"type\": \"bridge\"}, {\"type\": \"idbroker\"}]}", f);
+    fclose(f);
+    conflist_watch_recheck(b.cni);
+    h = health("GET", "/readyz");
+    assert_int_equal(h.status, 200);
+    free(h.body);
+    h = health("GET", "/metrics");
+    assert_non_null(strstr(h.body, "\nidbroker_cni_chain_ok 1\n"));
+    free(h.body);
+    b.cni = conflist_watch_free(b.cni);
+    assert_int_equal(unlink(conflist), 0);
+    assert_int_equal(rmdir(cni_dir), 0);
 
     static const char *missing[] = {"/",        "/healthzz", "/health", "/metrics/x",
                                     "/readyz/", "/HEALTHZ",  ""};

@@ -31,6 +31,7 @@
 #include "issuer.h"
 #include "limits.h"
 #include "metrics.h"
+#include "registry.h"
 #include "token-cache.h"
 #include "token-endpoint.h"
 
@@ -324,7 +325,51 @@ static struct {
     const char *upstream_error;
     uint32_t retry_after_s;
     unsigned done_calls;
+    /* issuer_peer_registration(): what it answers, how often it was asked, from where */
+    int reg_code;
+    char reg_ns[64];
+    unsigned reg_calls;
+    char reg_peer[64];
 } F = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int issuer_peer_registration(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
+                             struct registration *ret)
+{
+    (void)is;
+    (void)peer_len;
+    pthread_mutex_lock(&F.lock);
+    F.reg_calls++;
+    F.reg_peer[0] = '\0';
+    if (peer && peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, F.reg_peer,
+                  sizeof(F.reg_peer));
+    int r = F.reg_code;
+    if (r == 0) {
+        memset(ret, 0, sizeof(*ret));
+        snprintf(ret->pod_namespace, sizeof(ret->pod_namespace), "%s", F.reg_ns);
+        snprintf(ret->pod_name, sizeof(ret->pod_name), "pod-1");
+    }
+    pthread_mutex_unlock(&F.lock);
+    return r;
+}
+
+/* The caller's registration as the fake attributes it: in namespace ns, or error code. */
+static void fake_caller(int code, const char *ns)
+{
+    pthread_mutex_lock(&F.lock);
+    F.reg_code = code;
+    snprintf(F.reg_ns, sizeof(F.reg_ns), "%s", ns ? ns : "");
+    F.reg_calls = 0;
+    pthread_mutex_unlock(&F.lock);
+}
+
+static unsigned fake_reg_calls(void)
+{
+    pthread_mutex_lock(&F.lock);
+    unsigned n = F.reg_calls;
+    pthread_mutex_unlock(&F.lock);
+    return n;
+}
 
 void issuer_issue_for_peer(struct issuer *is, const struct sockaddr *peer, socklen_t peer_len,
                            const struct issue_request *req, struct issue_result *ret)
@@ -445,9 +490,9 @@ static unsigned free_port(void)
 
 #define RETRY_AFTER_DEFAULT 9
 
-static unsigned te_port, te_proxy_port, imds_port;
-static struct token_endpoint *te, *te_proxy;
-static struct http_server *te_srv, *te_proxy_srv, *imds_srv;
+static unsigned te_port, te_proxy_port, te_ns_port, imds_port;
+static struct token_endpoint *te, *te_proxy, *te_ns;
+static struct http_server *te_srv, *te_proxy_srv, *te_ns_srv, *imds_srv;
 
 static struct http_server *serve(unsigned port, http_handler_fn fn, void *ud)
 {
@@ -482,12 +527,24 @@ static int setup(void **state)
     o.proxy_instance = true;
     o.proxy_versions = true;
     te_proxy = token_endpoint_new((struct issuer *)&F, &o);
-    if (!te || !te_proxy)
+    /* /metadata/instance for the pods of two namespaces; /metadata/versions for nobody. */
+    static char *const instance_ns[] = {"team-a", "team-c"};
+    char listen3[64];
+    te_ns_port = free_port();
+    snprintf(listen3, sizeof(listen3), "127.0.0.1:%u", te_ns_port);
+    o.listen_host = listen3;
+    o.proxy_instance = false;
+    o.proxy_versions = false;
+    o.instance_namespaces = instance_ns;
+    o.n_instance_namespaces = 2;
+    te_ns = token_endpoint_new((struct issuer *)&F, &o);
+    if (!te || !te_proxy || !te_ns)
         return -1;
     te_srv = serve(te_port, token_endpoint_handle, te);
     te_proxy_srv = serve(te_proxy_port, token_endpoint_handle, te_proxy);
+    te_ns_srv = serve(te_ns_port, token_endpoint_handle, te_ns);
     imds_srv = serve(imds_port, imds_handler, NULL);
-    return te_srv && te_proxy_srv && imds_srv ? 0 : -1;
+    return te_srv && te_proxy_srv && te_ns_srv && imds_srv ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -495,9 +552,11 @@ static int teardown(void **state)
     (void)state;
     te_srv = http_server_stop(te_srv);
     te_proxy_srv = http_server_stop(te_proxy_srv);
+    te_ns_srv = http_server_stop(te_ns_srv);
     imds_srv = http_server_stop(imds_srv);
     te = token_endpoint_free(te);
     te_proxy = token_endpoint_free(te_proxy);
+    te_ns = token_endpoint_free(te_ns);
     return 0;
 }
 
@@ -1154,6 +1213,80 @@ static void test_proxy_paths(void **state)
     hreply_done(&r);
 }
 
+/* THREATS T8: with a namespace allowlist, only pods registered in a listed namespace reach the node
+ * IMDS; everyone else, unknown callers included, gets the blocked path's 403. */
+static void test_proxy_namespaces(void **state)
+{
+    (void)state;
+    static const char e403[] = "{\"error\":\"forbidden\",\"error_description\":\"This metadata "
+                               "endpoint is blocked by idbroker on this node\"}";
+    static const char *const inst = "/metadata/instance?api-version=2021-02-01";
+    struct hreply r;
+
+    imds_answers(200, "application/json", "{\"compute\":{}}");
+    fake_caller(0, "team-a");
+    request_on(te_ns_port, "GET", inst, NULL, false, false, &r);
+    expect(&r, 200, "{\"compute\":{}}");
+    assert_int_equal(M.calls, 1);
+    assert_string_equal(M.raw_uri, inst);
+    assert_int_equal(fake_reg_calls(), 1);
+    assert_string_equal(F.reg_peer, "127.0.0.1"); /* attributed by the connection's source */
+    hreply_done(&r);
+
+    fake_caller(0, "team-c");
+    request_on(te_ns_port, "GET", "/metadata/instance/compute/vmId?api-version=2021-02-01", NULL,
+               false, false, &r);
+    assert_int_equal(r.status, 200);
+    hreply_done(&r);
+
+    /* Another namespace, a prefix of a listed one, an unknown caller, an ambiguous address, a
+     * registration without a namespace: 403, and the node IMDS never sees the request. */
+    static const struct {
+        int code;
+        const char *ns;
+    } refused_callers[] = {
+        {0, "team-b"},         {0, "team"},
+        {0, "team-a-x"},       {0, ""},
+        {-ENOENT, NULL},       {IDB_E_AMBIGUOUS_POD, NULL},
+        {-EAFNOSUPPORT, NULL},
+    };
+    for (size_t i = 0; i < sizeof(refused_callers) / sizeof(refused_callers[0]); i++) {
+        imds_answers(200, "application/json", "{\"compute\":{}}");
+        fake_caller(refused_callers[i].code, refused_callers[i].ns);
+        request_on(te_ns_port, "GET", inst, NULL, false, false, &r);
+        expect(&r, 403, e403);
+        assert_int_equal(M.calls, 0);
+        assert_int_equal(fake_reg_calls(), 1);
+        hreply_done(&r);
+    }
+
+    /* /metadata/versions has no list here: blocked for team-a too, without a lookup. */
+    fake_caller(0, "team-a");
+    request_on(te_ns_port, "GET", "/metadata/versions", NULL, false, false, &r);
+    expect(&r, 403, e403);
+    assert_int_equal(M.calls, 0);
+    assert_int_equal(fake_reg_calls(), 0);
+    hreply_done(&r);
+
+    /* The checks before it still apply: no Metadata header is a 400, not a lookup. */
+    request_on(te_ns_port, "GET", inst, NULL, true, false, &r);
+    assert_int_equal(r.status, 400);
+    assert_int_equal(fake_reg_calls(), 0);
+    hreply_done(&r);
+
+    /* "instance": true needs no attribution: every caller, even an unknown one. */
+    fake_caller(-ENOENT, NULL);
+    request_on(te_proxy_port, "GET", inst, NULL, false, false, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(fake_reg_calls(), 0);
+    hreply_done(&r);
+    /* Nothing configured: blocked without a lookup. */
+    request("GET", inst, NULL, &r);
+    expect(&r, 403, e403);
+    assert_int_equal(fake_reg_calls(), 0);
+    hreply_done(&r);
+}
+
 static void test_excepted_passthrough(void **state)
 {
     (void)state;
@@ -1275,12 +1408,19 @@ int main(void)
         cmocka_unit_test(test_render_escapes),
     };
     const struct CMUnitTest served[] = {
-        cmocka_unit_test(test_success),         cmocka_unit_test(test_success_edges),
-        cmocka_unit_test(test_issue_errors),    cmocka_unit_test(test_target_errors),
-        cmocka_unit_test(test_method),          cmocka_unit_test(test_forwarded_and_host),
-        cmocka_unit_test(test_metadata_header), cmocka_unit_test(test_query_errors),
-        cmocka_unit_test(test_http_caps),       cmocka_unit_test(test_blocked_paths),
-        cmocka_unit_test(test_proxy_paths),     cmocka_unit_test(test_excepted_passthrough),
+        cmocka_unit_test(test_success),
+        cmocka_unit_test(test_success_edges),
+        cmocka_unit_test(test_issue_errors),
+        cmocka_unit_test(test_target_errors),
+        cmocka_unit_test(test_method),
+        cmocka_unit_test(test_forwarded_and_host),
+        cmocka_unit_test(test_metadata_header),
+        cmocka_unit_test(test_query_errors),
+        cmocka_unit_test(test_http_caps),
+        cmocka_unit_test(test_blocked_paths),
+        cmocka_unit_test(test_proxy_paths),
+        cmocka_unit_test(test_proxy_namespaces),
+        cmocka_unit_test(test_excepted_passthrough),
         cmocka_unit_test(test_upstream_down),
     };
     int r = cmocka_run_group_tests_name("parse", parse, NULL, NULL);
