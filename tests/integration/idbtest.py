@@ -203,6 +203,26 @@ class Broker:
         os.rename(tmp, os.path.join(self.source, name))
 
     def start(self, wait_ready=True):
+        for attempt in range(3):
+            try:
+                return self._start(wait_ready)
+            except Failure as e:
+                # free_port() releases the port before the broker binds it: another test running in
+                # parallel may take it in between. Only then, and only for the ports chosen here,
+                # start again on fresh ones.
+                if "Address already in use" not in str(e) or attempt == 2 or \
+                        self.conf.get("listen") != "127.0.0.1:%d" % self.port or \
+                        self.conf.get("healthListen") != "127.0.0.1:%d" % self.health_port:
+                    raise
+                if self.logf:
+                    self.logf.close()
+                    self.logf = None
+                self.port, self.health_port = free_port(), free_port()
+                self.conf["listen"] = "127.0.0.1:%d" % self.port
+                self.conf["healthListen"] = "127.0.0.1:%d" % self.health_port
+                self.write_conf()
+
+    def _start(self, wait_ready):
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(BROKER_WRAPPER + [IDBROKERD, "--config", self.conf_path], stdout=self.logf,
                                      stderr=self.logf, stdin=subprocess.DEVNULL)
