@@ -268,6 +268,28 @@ static int run_script(struct buf *script, bool dry_run, struct cni_error *err, u
     return 0;
 }
 
+/* Removes the nftables elements of `first` (optional) and of more[0..n) in one transaction. */
+static int remove_elements(const struct cni_conf *conf, const struct attachment *first,
+                           const struct attachment *more, size_t n, struct cni_error *err,
+                           const char *msg)
+{
+    struct nft_params params = params_of(conf);
+    struct buf script;
+    buf_init(&script, NFT_MAX_SCRIPT);
+    int r = prologue(&script, &params);
+    if (r >= 0 && first)
+        r = nft_script_remove(&script, first, NULL);
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = nft_script_remove(&script, &more[i], NULL);
+    if (r >= 0)
+        r = run_script(&script, false, err, CNI_ERR_TRY_AGAIN, msg);
+    else
+        r = cni_fail(err, CNI_ERR_INTERNAL, r, "cannot build the nftables transaction", "%s",
+                     idb_strerror(r));
+    buf_done(&script);
+    return r;
+}
+
 /* What ADD and CHECK both need: the container ID and ifname, a netns, and a prevResult (the plugin
  * only runs chained). */
 static int need_chained(const struct cni_env *env, const struct cni_conf *conf,
@@ -344,20 +366,8 @@ int cmd_add(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
     bool same_old = have_old && attachment_equal(old, a);
     struct nft_params params = params_of(conf);
     if (n_stale > 0 || (have_old && !same_old)) {
-        struct buf script;
-        buf_init(&script, NFT_MAX_SCRIPT);
-        r = prologue(&script, &params);
-        if (r >= 0 && have_old && !same_old)
-            r = nft_script_remove(&script, old, NULL);
-        for (size_t i = 0; r >= 0 && i < n_stale; i++)
-            r = nft_script_remove(&script, &stale[i], NULL);
-        if (r >= 0)
-            r = run_script(&script, false, err, CNI_ERR_TRY_AGAIN,
-                           "cannot install the metadata redirect");
-        else
-            r = cni_fail(err, CNI_ERR_INTERNAL, r, "cannot build the nftables transaction", "%s",
-                         idb_strerror(r));
-        buf_done(&script);
+        r = remove_elements(conf, have_old && !same_old ? old : NULL, stale, n_stale, err,
+                            "cannot install the metadata redirect");
         if (r < 0)
             return r;
         for (size_t i = 0; i < n_stale; i++) {
@@ -478,19 +488,7 @@ int cmd_del(const struct cni_env *env, const struct cni_conf *conf, char **ret_o
     }
 
     if (have) {
-        struct nft_params params = params_of(conf);
-        struct buf script;
-        buf_init(&script, NFT_MAX_SCRIPT);
-        r = prologue(&script, &params);
-        if (r >= 0)
-            r = nft_script_remove(&script, &a, NULL);
-        if (r >= 0)
-            r = run_script(&script, false, err, CNI_ERR_TRY_AGAIN,
-                           "cannot remove the pod's nftables elements");
-        else
-            r = cni_fail(err, CNI_ERR_INTERNAL, r, "cannot build the nftables transaction", "%s",
-                         idb_strerror(r));
-        buf_done(&script);
+        r = remove_elements(conf, &a, NULL, 0, err, "cannot remove the pod's nftables elements");
         if (r < 0)
             return r;
         r = attachment_remove(conf->state_dir, &a);

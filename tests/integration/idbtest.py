@@ -86,6 +86,45 @@ def free_port():
     return p
 
 
+class UpstreamIMDS:
+    """A stand-in for the node's real IMDS on 127.0.0.1: answers every GET with `body` and records
+    the path of each request (`paths`; `count` is how many)."""
+
+    def __init__(self, body=b'{"upstream":true}'):
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        self.paths = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        class S(HTTPServer):
+            def server_bind(self):  # no getfqdn (ENVIRONMENT.md)
+                self.socket.bind(self.server_address)
+                self.server_address = self.socket.getsockname()
+
+        self.port = free_port()
+        self.srv = S(("127.0.0.1", self.port), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    @property
+    def count(self):
+        return len(self.paths)
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
 IDENTITY = """apiVersion: aadpodidentity.k8s.io/v1
 kind: AzureIdentity
 metadata:

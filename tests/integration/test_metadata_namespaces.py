@@ -6,52 +6,16 @@ that is no registered pod, get the blocked path's 403."""
 import json
 import os
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from idbtest import Broker, check, equal, free_port, run_main  # noqa: E402
+from idbtest import Broker, UpstreamIMDS, check, equal, run_main  # noqa: E402
 
 BLOCKED = {"error": "forbidden", "error_description": "This metadata endpoint is blocked by idbroker on this node"}
 INSTANCE = "/metadata/instance?api-version=2021-02-01"
 
 
-class UpstreamIMDS:
-    """A stand-in for the node's IMDS that records the path of every request it receives."""
-
-    def __init__(self):
-        self.paths = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.paths.append(self.path)
-                body = b'{"compute":{"vmId":"vm-1"}}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        class S(HTTPServer):
-            def server_bind(self):  # no getfqdn (ENVIRONMENT.md)
-                self.socket.bind(self.server_address)
-                self.server_address = self.socket.getsockname()
-
-        self.port = free_port()
-        self.srv = S(("127.0.0.1", self.port), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
-
-
 def main():
-    up = UpstreamIMDS()
+    up = UpstreamIMDS(b'{"compute":{"vmId":"vm-1"}}')
     try:
         conf = {"metadataProxy": {"endpoint": "http://127.0.0.1:%d" % up.port,
                                   "instanceNamespaces": ["team-a"]}}

@@ -5,12 +5,10 @@ header rule, query rule, selector, the exact success JSON and the IMDS error sha
 import json
 import os
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from idbtest import (API, IMDS_PATH, Broker, binding_yaml, check, equal, free_port,  # noqa: E402
+from idbtest import (API, IMDS_PATH, Broker, UpstreamIMDS, binding_yaml, check, equal,  # noqa: E402
                      identity_yaml, pod_yaml, run_main)
 
 CID_A = "00000000-0000-0000-0000-0000000000a1"
@@ -18,41 +16,6 @@ CID_A2 = "00000000-0000-0000-0000-0000000000a2"
 CID_OTHER = "00000000-0000-0000-0000-0000000000ff"
 METADATA_ERR = {"error": "invalid_request", "error_description": "Required metadata header not specified"}
 NOT_FOUND_ERR = {"error": "invalid_request", "error_description": "Identity not found"}
-
-
-class UpstreamIMDS:
-    """A stand-in for the node's real IMDS that counts every request it receives."""
-
-    def __init__(self):
-        self.count = 0
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.count += 1
-                body = b'{"upstream":true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        class S(HTTPServer):
-            def server_bind(self):  # no getfqdn (ENVIRONMENT.md)
-                self.socket.bind(self.server_address)
-                self.server_address = self.socket.getsockname()
-
-        self.port = free_port()
-        self.srv = S(("127.0.0.1", self.port), H)
-        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
-        self.t.start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def policy():
