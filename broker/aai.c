@@ -20,6 +20,7 @@
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "host-api.h"
 #include "k8s-client.h"
@@ -627,11 +628,7 @@ int aai_writer_start(const struct aai_options *o, struct aai_writer **ret)
     a->policy = o->policy;
     a->node = strdup(o->node_name);
     pthread_mutex_init(&a->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    (void)cond_init_monotonic(&a->cond);
     a->sink = (struct k8s_aai_sink){
         .reset = sink_reset,
         .upsert = sink_upsert,

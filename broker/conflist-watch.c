@@ -23,6 +23,7 @@
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "k8s-client.h"
 #include "limits.h"
@@ -452,11 +453,7 @@ int conflist_watch_start(const struct conflist_watch_options *o, struct conflist
         return -ENOMEM;
     pthread_mutex_init(&w->check_lock, NULL);
     pthread_mutex_init(&w->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    (void)cond_init_monotonic(&w->cond);
     w->dir = strdup(o->dir);
     w->node_name = strdup(o->node_name ? o->node_name : "");
     w->k8s = o->k8s;

@@ -21,6 +21,7 @@
 #include <idbroker-internal/buf.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "curl-init.h"
 
@@ -411,14 +412,7 @@ static struct upstream *upstream_new(const char *name)
     if (!u)
         return NULL;
     snprintf(u->name, sizeof(u->name), "%s", name);
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0)
-        return NULL;
-    int r = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (r == 0)
-        r = pthread_cond_init(&u->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (r != 0)
+    if (cond_init_monotonic(&u->cond) < 0)
         return NULL;
     pthread_mutex_init(&u->lock, NULL);
     return TAKE_PTR(u);

@@ -40,6 +40,7 @@
 #include <idbroker-internal/buf.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "limits.h"
 #include "metrics.h"
@@ -634,11 +635,7 @@ struct http_server *http_server_start(const char *listen, const struct http_serv
     s->fn = fn;
     s->ud = ud;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    (void)cond_init_monotonic(&s->wake);
 
     /* Thread per connection with poll(), not select(): no FD_SETSIZE limit on descriptors, and
      * less work per wake-up. Event loop: epoll, and suspend/resume for deferred requests. */

@@ -21,6 +21,7 @@
 #include <idbroker-internal/json-util.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "host-api.h"
 #include "k8s-client.h"
@@ -686,11 +687,7 @@ int k8s_watch_start(const struct k8s_watch_options *o, struct k8s_watch **ret)
         w->have_aai = true;
     }
     pthread_mutex_init(&w->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    (void)cond_init_monotonic(&w->cond);
     int r = -ENOMEM;
     w->node = strdup(o->node_name);
     if (!w->node)

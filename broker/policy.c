@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <time.h>
 
+#include <idbroker-internal/thread.h>
+
 int policy_init(struct policy *p, const struct store_policy *flags, bool authoritative)
 {
     *p = (struct policy){.flags = *flags, .authoritative = authoritative};
@@ -12,11 +14,7 @@ int policy_init(struct policy *p, const struct store_policy *flags, bool authori
         return -ENOMEM;
     pthread_rwlock_init(&p->lock, NULL);
     pthread_mutex_init(&p->wait_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->wait_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    (void)cond_init_monotonic(&p->wait_cond);
     return 0;
 }
 

@@ -34,6 +34,7 @@
 #include <idbroker-internal/buf.h>
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "host-api.h"
 #include "limits.h"
@@ -101,15 +102,6 @@ struct provider_client {
     int fd;       /* the channel; -1 when no host */
     uint64_t gen; /* bumped for every host */
 };
-
-static void cond_init_monotonic(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-}
 
 /* Waits on c until deadline_ms (CLOCK_MONOTONIC ms). */
 static void cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ms)

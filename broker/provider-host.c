@@ -21,6 +21,7 @@
 
 #include <idbroker-internal/log.h>
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #include "host-api.h"
 #include "plugin-loader.h"
@@ -307,11 +308,7 @@ static void on_answer(const struct pp_msg *m)
  * Returns 0, -EPIPE (channel closed) or -ENOTSUP (too early). */
 static int wait_begin(struct via_wait *w, bool early_ok)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    (void)cond_init_monotonic(&w->cond);
     pthread_mutex_lock(&H.lock);
     int r = H.closed ? -EPIPE : !H.issued && !early_ok ? -ENOTSUP : 0;
     if (r == 0) {

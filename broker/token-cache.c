@@ -49,6 +49,7 @@
 #include <idbroker/errno.h>
 
 #include <idbroker-internal/macro.h>
+#include <idbroker-internal/thread.h>
 
 #define TABLE_MIN_BUCKETS 64
 
@@ -545,16 +546,9 @@ static int flight_start(struct token_cache *c, const char *key, uint64_t hash, u
     if (!k)
         return -ENOMEM;
 
-    pthread_condattr_t ca;
-    int r = pthread_condattr_init(&ca);
-    if (r != 0)
-        return -r;
-    r = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (r == 0)
-        r = pthread_cond_init(&f->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (r != 0)
-        return -r;
+    int r = cond_init_monotonic(&f->cond);
+    if (r < 0)
+        return r;
 
     f->node.key = k;
     f->node.hash = hash;
@@ -685,12 +679,8 @@ struct token_cache *token_cache_new(const struct tc_options *o)
         return NULL;
     }
     pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t ica;
-    pthread_condattr_init(&ica);
-    pthread_condattr_setclock(&ica, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->idle, &ica);
-    pthread_cond_init(&c->wakeup, &ica);
-    pthread_condattr_destroy(&ica);
+    (void)cond_init_monotonic(&c->idle);
+    (void)cond_init_monotonic(&c->wakeup);
     /* Without the refresher the cache still works (refresh on a hit past half-life): a failure to
      * start the thread only loses the proactive part. */
     if (c->opt.refresh_interval_ms != TC_REFRESH_OFF)
