@@ -33,6 +33,7 @@
 #define API_VERSION_CORE "v1"
 #define PATH_MAX_CHARS 512
 #define QUOTE_MAX_CHARS 80
+#define ANNOTATION_LAST_APPLIED "kubectl.kubernetes.io/last-applied-configuration"
 
 struct ctx {
     const char *origin;          /* borrowed */
@@ -492,6 +493,13 @@ static int parse_meta(struct ctx *c, struct json_object *o, const char *prefix, 
         r = want_map(c, path, v, MANIFEST_MAX_LABELS, &m->annotations, &m->n_annotations);
         if (r < 0)
             return r;
+        /* kubectl apply's copy of the whole object: kilobytes per identity that no provider has a
+         * use for, kept in memory and hashed for every object otherwise. */
+        size_t k = 0;
+        for (size_t i = 0; i < m->n_annotations; i++)
+            if (!streq(m->annotations[i].key, ANNOTATION_LAST_APPLIED))
+                m->annotations[k++] = m->annotations[i];
+        m->n_annotations = k;
     }
     if (labels) {
         struct json_object *v = lookup(md, mprefix, "labels", NULL, path, sizeof(path));

@@ -118,9 +118,10 @@ struct idb_token_req {
     const char *ad_endpoint;    /* spec.adEndpoint, may be "" */
     const char *ad_resource_id; /* spec.adResourceID, may be "" */
     const char *secret_name;    /* spec.clientPassword.name, may be "" */
-    const char *secret_namespace;   /* spec.clientPassword.namespace, may be "" */
-    const char *const *annotations; /* AzureIdentity annotations: NULL-terminated key, value, key,
-                                     * value ... list; may be NULL */
+    const char *secret_namespace; /* spec.clientPassword.namespace, may be "" */
+    /* AzureIdentity annotations: NULL-terminated key, value, key, value ... list (without
+     * kubectl's last-applied-configuration); may be NULL */
+    const char *const *annotations;
     uint64_t deadline_ms; /* CLOCK_MONOTONIC milliseconds after which the answer is useless */
     /* --- ABI 1.0 ends here; append only --- */
 };

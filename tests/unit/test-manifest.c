@@ -61,6 +61,7 @@ static void parse_fails(const char *text, const char *origin, const char *want)
     "  name: demo-identity\n"                                                                      \
     "  annotations:\n"                                                                             \
     "    idbroker.io/provider: mock\n"                                                             \
+    "    kubectl.kubernetes.io/last-applied-configuration: '{\"kind\":\"AzureIdentity\"}'\n"       \
     "spec:\n"                                                                                      \
     "  type: 0\n"                                                                                  \
     "  clientID: 00000000-0000-0000-0000-00000000c1d1\n"                                           \
@@ -120,6 +121,9 @@ static void test_multi_doc_yaml(void **state)
     assert_string_equal(i->secret_name, "");
     assert_null(i->uid);
     assert_string_equal(identity_annotation(i, "idbroker.io/provider"), "mock");
+    /* kubectl's copy of the object is not kept (nor handed to providers). */
+    assert_null(identity_annotation(i, "kubectl.kubernetes.io/last-applied-configuration"));
+    assert_int_equal(i->n_annotations, 1);
     assert_string_equal(i->origin, "ids.yaml#1");
     assert_true(i->hash != 0);
 
