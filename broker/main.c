@@ -46,6 +46,7 @@
 
 #define SHUTDOWN_GRACE_MS 2000
 #define TRIM_INTERVAL_MS 10000
+#define MALLOC_ARENAS 4
 
 static struct broker *the_broker;
 
@@ -266,6 +267,10 @@ int main(int argc, char **argv)
     const char *conf_path = NULL;
     bool check_only = false;
     int c;
+    /* glibc gives threads up to 8 arenas per core, each keeping its own free pages. The event loop
+     * does most allocations on http.threads threads; the short-lived threads of deferred requests
+     * and the reflectors would otherwise each leave an arena behind (docs/performance.md). */
+    mallopt(M_ARENA_MAX, MALLOC_ARENAS);
     while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) >= 0) {
         switch (c) {
         case 'c':
