@@ -85,6 +85,11 @@ enum conflist_chain conflist_watch_check_text(const char *name, const char *text
         for (size_t i = 0; i < json_object_array_length(plugins); i++)
             if (is_idbroker(json_object_array_get_idx(plugins, i)))
                 r = CONFLIST_CHAIN_OK;
+        /* First in the list it has no primary before it: every ADD fails (no prevResult). */
+        if (r == CONFLIST_CHAIN_OK && is_idbroker(json_object_array_get_idx(plugins, 0))) {
+            r = CONFLIST_CHAIN_INVALID;
+            detail = "idbroker is the first plugin (it must follow the primary plugin)";
+        }
         goto out;
     }
     /* A single network: one plugin, so nothing is chained after the primary. */
@@ -92,7 +97,11 @@ enum conflist_chain conflist_watch_check_text(const char *name, const char *text
         detail = "no \"type\"";
         goto out;
     }
-    r = is_idbroker(o) ? CONFLIST_CHAIN_OK : CONFLIST_CHAIN_MISSING;
+    r = CONFLIST_CHAIN_MISSING;
+    if (is_idbroker(o)) {
+        r = CONFLIST_CHAIN_INVALID;
+        detail = "idbroker alone (it must follow the primary plugin in a .conflist)";
+    }
 out:
     json_object_put(o);
     if (ret_detail)

@@ -50,8 +50,9 @@ static inline bool conflist_chain_ok(enum conflist_chain c)
 
 /* Checks one network configuration file's text[0..len) (borrowed). `name` (borrowed) decides its
  * kind as libcni does: "*.conflist" is a list whose "plugins" array must hold an object of "type"
- * "idbroker"; any other name is a single network (its top-level "type"), which cannot chain
- * idbroker. Returns CONFLIST_CHAIN_OK, CONFLIST_CHAIN_MISSING or CONFLIST_CHAIN_INVALID (with
+ * "idbroker" after the first plugin (the primary); any other name is a single network, which
+ * cannot chain idbroker (MISSING; INVALID when that one plugin is idbroker itself, since it only
+ * runs chained). Returns CONFLIST_CHAIN_OK, CONFLIST_CHAIN_MISSING or CONFLIST_CHAIN_INVALID (with
  * *ret_detail, a static string, saying why; optional). Pure: fuzzable. */
 enum conflist_chain conflist_watch_check_text(const char *name, const char *text, size_t len,
                                               const char **ret_detail);

@@ -958,9 +958,15 @@ int k8s_decoder_feed(struct k8s_decoder *d, const char *data, size_t len, k8s_ev
             d->cur = 0;
             json_tokener_reset(d->tok);
         }
-        /* Never hand the tokener more than the cap allows, so memory stays bounded. */
+        /* Never hand the tokener more than the cap allows, so memory stays bounded. And never past
+         * a '}': an event ends at one, and json-c looks at (and UTF-8-checks) the byte after an
+         * object when it has it, so an event followed by garbage would be delivered or not
+         * depending on where the network cut the stream. */
         size_t room = d->max - d->cur + 1;
         size_t n = len - off < room ? len - off : room;
+        const char *close = memchr(data + off, '}', n);
+        if (close)
+            n = (size_t)(close - (data + off)) + 1;
         if (n > INT32_MAX)
             n = INT32_MAX;
         struct json_object *o = json_tokener_parse_ex(d->tok, data + off, (int)n);

@@ -38,7 +38,11 @@ static void test_check_text(void **state)
     } rows[] = {
         {"10-k8s.conflist", WITH_IDBROKER, CONFLIST_CHAIN_OK, NULL},
         {"10-k8s.conflist", WITHOUT_IDBROKER, CONFLIST_CHAIN_MISSING, NULL},
-        {"10-k8s.conflist", "{\"plugins\":[{\"type\":\"idbroker\"}]}", CONFLIST_CHAIN_OK, NULL},
+        /* first: no primary before it, every ADD would fail (found by fuzz-conflist) */
+        {"10-k8s.conflist", "{\"plugins\":[{\"type\":\"idbroker\"}]}", CONFLIST_CHAIN_INVALID,
+         "first plugin"},
+        {"10-k8s.conflist", "{\"plugins\":[{\"type\":\"idbroker\"},{\"type\":\"bridge\"}]}",
+         CONFLIST_CHAIN_INVALID, "first plugin"},
         /* "idbroker" somewhere else is not the plugin */
         {"10-k8s.conflist",
          "{\"name\":\"idbroker\",\"plugins\":[{\"type\":\"bridge\",\"x\":"
@@ -63,7 +67,7 @@ static void test_check_text(void **state)
          NULL},
         {"10-bridge.json", "{\"type\":\"bridge\"}", CONFLIST_CHAIN_MISSING, NULL},
         {"10-bridge.conf", WITH_IDBROKER, CONFLIST_CHAIN_INVALID, "type"},
-        {"10-bridge.conf", "{\"type\":\"idbroker\"}", CONFLIST_CHAIN_OK, NULL},
+        {"10-bridge.conf", "{\"type\":\"idbroker\"}", CONFLIST_CHAIN_INVALID, "alone"},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         const char *detail = "unset";

@@ -117,6 +117,20 @@ static void test_decoder_rejects(void **state)
     /* invalid UTF-8 */
     assert_int_equal(feed_str(4096, "{\"type\":\"ADDED\",\"object\":{\"x\":\"\xff\"}}", &s),
                      -EBADMSG);
+    /* An event followed at once by a byte that is no UTF-8: the event is delivered and the stream
+     * fails, wherever the network cut it (json-c checks the byte after an object when it has it;
+     * found by fuzz-k8s-event). */
+    static const char garbage[] = "{\"type\":\"ADDED\",\"object\":{}}\x97\x97\n";
+    for (size_t cut = 0; cut <= sizeof(garbage) - 1; cut++) {
+        struct k8s_decoder *d = k8s_decoder_new(4096);
+        struct seen g = {0};
+        int r = k8s_decoder_feed(d, garbage, cut, on_event, &g);
+        if (r >= 0)
+            r = k8s_decoder_feed(d, garbage + cut, sizeof(garbage) - 1 - cut, on_event, &g);
+        assert_int_equal(r, -EBADMSG);
+        assert_int_equal(g.n, 1);
+        k8s_decoder_free(d);
+    }
     /* too deep */
     char deep[4 * K8S_MAX_EVENT_DEPTH + 64];
     size_t o = (size_t)snprintf(deep, sizeof(deep), "{\"type\":\"ADDED\",\"object\":");
