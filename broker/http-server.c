@@ -46,8 +46,10 @@
 #include "metrics.h"
 
 /* The pool holds the request line and headers (plus MHD's bookkeeping). Sized so every request
- * within our own caps fits with room to spare; beyond it MHD refuses with 414/431 by itself. */
-#define HTTP_CONN_MEMORY_LIMIT (HTTP_MAX_URI_BYTES + HTTP_MAX_HEADER_BYTES + 12288)
+ * within our own caps fits with room to spare; beyond it MHD refuses with 414/431 by itself. Above
+ * 32 KiB libmicrohttpd maps each pool with mmap() instead of malloc(), so a burst of connections
+ * leaves no free holes in the heap once it is over (docs/performance.md, memory). */
+#define HTTP_CONN_MEMORY_LIMIT (HTTP_MAX_URI_BYTES + HTTP_MAX_HEADER_BYTES + 16384)
 
 #define JSON_CT "application/json; charset=utf-8"
 
