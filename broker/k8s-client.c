@@ -879,6 +879,10 @@ struct k8s_decoder {
     size_t cur;  /* bytes of the current event so far */
     bool inside; /* an event has started */
     int failed;
+    /* The start of a UTF-8 sequence the last piece cut off: json-c checks UTF-8 per piece, so a
+     * character split by the network would fail the stream. Held back until it is complete. */
+    char carry[4];
+    size_t n_carry;
 };
 
 struct k8s_decoder *k8s_decoder_new(size_t max_event_bytes)
@@ -908,7 +912,7 @@ struct k8s_decoder *k8s_decoder_free(struct k8s_decoder *d)
 
 bool k8s_decoder_idle(const struct k8s_decoder *d)
 {
-    return !d->inside && !d->failed;
+    return !d->inside && !d->failed && d->n_carry == 0;
 }
 
 static const struct {
@@ -937,10 +941,63 @@ static int dispatch(struct json_object *o, k8s_event_fn cb, void *ud)
     return -EBADMSG;
 }
 
+/* Bytes a UTF-8 sequence starting with lead has (1 for anything that starts no longer one). */
+static size_t utf8_seq_len(unsigned char lead)
+{
+    return lead >= 0xF0 && lead <= 0xF4   ? 4
+           : lead >= 0xE0 && lead <= 0xEF ? 3
+           : lead >= 0xC2 && lead <= 0xDF ? 2
+                                          : 1;
+}
+
+/* How many bytes at the end of data[0..len) are the unfinished start of a UTF-8 sequence (0-3). */
+static size_t utf8_cut_tail(const char *data, size_t len)
+{
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)data[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue; /* a continuation byte: look further back for its lead */
+        return utf8_seq_len(c) > back ? back : 0;
+    }
+    return 0;
+}
+
+static int feed_piece(struct k8s_decoder *d, const char *data, size_t len, k8s_event_fn cb,
+                      void *ud);
+
 int k8s_decoder_feed(struct k8s_decoder *d, const char *data, size_t len, k8s_event_fn cb, void *ud)
 {
     if (d->failed)
         return d->failed;
+    if (d->n_carry > 0) {
+        size_t want = utf8_seq_len((unsigned char)d->carry[0]) - d->n_carry;
+        size_t take = len < want ? len : want;
+        memcpy(d->carry + d->n_carry, data, take);
+        d->n_carry += take;
+        data += take;
+        len -= take;
+        if (take < want)
+            return 0;
+        char whole[sizeof(d->carry)];
+        size_t n = d->n_carry;
+        memcpy(whole, d->carry, n);
+        d->n_carry = 0;
+        int r = feed_piece(d, whole, n, cb, ud);
+        if (r < 0)
+            return r;
+    }
+    size_t keep = utf8_cut_tail(data, len);
+    int r = feed_piece(d, data, len - keep, cb, ud);
+    if (r < 0)
+        return r;
+    memcpy(d->carry, data + len - keep, keep);
+    d->n_carry = keep;
+    return 0;
+}
+
+static int feed_piece(struct k8s_decoder *d, const char *data, size_t len, k8s_event_fn cb,
+                      void *ud)
+{
     size_t off = 0;
     int r = 0;
     while (off < len) {
