@@ -970,14 +970,15 @@ int k8s_decoder_feed(struct k8s_decoder *d, const char *data, size_t len, k8s_ev
     if (d->failed)
         return d->failed;
     if (d->n_carry > 0) {
-        size_t want = utf8_seq_len((unsigned char)d->carry[0]) - d->n_carry;
-        size_t take = len < want ? len : want;
-        memcpy(d->carry + d->n_carry, data, take);
-        d->n_carry += take;
-        data += take;
-        len -= take;
-        if (take < want)
+        size_t need = utf8_seq_len((unsigned char)d->carry[0]);
+        while (d->n_carry < need && len > 0 && ((unsigned char)*data & 0xC0) == 0x80) {
+            d->carry[d->n_carry++] = *data++;
+            len--;
+        }
+        if (d->n_carry < need && len == 0)
             return 0;
+        /* Complete, or broken off by a byte that continues no character: handed on either way
+         * (a broken one fails exactly as it would have in one piece). */
         char whole[sizeof(d->carry)];
         size_t n = d->n_carry;
         memcpy(whole, d->carry, n);

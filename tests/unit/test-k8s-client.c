@@ -105,6 +105,24 @@ static void test_decoder_utf8_split(void **state)
     assert_int_equal(k8s_decoder_feed(d, "\xe2\x82", 2, on_event, &s), 0);
     assert_false(k8s_decoder_idle(d));
     k8s_decoder_free(d);
+    /* A started character that the next piece does not continue fails as it does in one piece
+     * (found by fuzz-k8s-event). */
+    static const char broken[] = "{\"type\":\"ADDED\",\"object\":{\"x\":\"\xef"
+                                 "0\"}}\n";
+    for (size_t cut = 0; cut <= sizeof(broken) - 1; cut++) {
+        d = k8s_decoder_new(4096);
+        struct seen b = {0};
+        int r = k8s_decoder_feed(d, broken, cut, on_event, &b);
+        if (r >= 0)
+            r = k8s_decoder_feed(d, broken + cut, sizeof(broken) - 1 - cut, on_event, &b);
+        assert_int_equal(r, -EBADMSG);
+        assert_int_equal(b.n, 0);
+        k8s_decoder_free(d);
+    }
+    d = k8s_decoder_new(4096);
+    assert_int_equal(k8s_decoder_feed(d, "\xef", 1, on_event, &s), 0);
+    assert_int_equal(k8s_decoder_feed(d, "0", 1, on_event, &s), -EBADMSG);
+    k8s_decoder_free(d);
     /* Bytes that start no character are refused as before. */
     d = k8s_decoder_new(4096);
     assert_int_equal(k8s_decoder_feed(d, "{\"type\":\"\xc0\xaf\"}", 13, on_event, &s), -EBADMSG);
