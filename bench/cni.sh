@@ -4,7 +4,7 @@
 # bridge + host-local, ADD+DEL of N pods each (alternating), and idbroker's ADD with 1 vs 1000 pods
 # present. Everything runs in a throw-away "node" network namespace. Root only.
 #   bench/cni.sh [BUILD_DIR]      (default: the first of build/release, build/debug, build that has it)
-#   IDB_BENCH_PODS=200 IDB_BENCH_SCALE=1000 IDB_BENCH_PROBES=40 tune the sizes.
+#   IDB_BENCH_PODS=200 IDB_BENCH_SCALE=1000 IDB_BENCH_PROBES=150 tune the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-${IDB_BUILD_DIR:-}}

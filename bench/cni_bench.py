@@ -26,7 +26,7 @@ from netns_world import World  # noqa: E402
 CLONE_NEWNET = 0x40000000
 PODS = int(os.environ.get("IDB_BENCH_PODS", "200"))
 SCALE = int(os.environ.get("IDB_BENCH_SCALE", "1000"))
-PROBES = int(os.environ.get("IDB_BENCH_PROBES", "40"))
+PROBES = int(os.environ.get("IDB_BENCH_PROBES", "150"))
 
 
 def setns(path):
