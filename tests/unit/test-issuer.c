@@ -655,17 +655,24 @@ static char *read_all(int fd)
     return s;
 }
 
+/* Sends the log (JSON, info and up) to a fresh unlinked file; returns its descriptor. */
+static int capture_log(void)
+{
+    char path[] = "/tmp/idb-issuer-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    log_setup(IDB_LOG_INFO, LOG_FORMAT_JSON, fd);
+    return fd;
+}
+
 /* nowait (the event loop's first attempt): a cold key, bypass_cache and a pod the policy has not
  * synced would block, and then nothing happened (no rate-limit charge, no provider call, no audit);
  * a hit and a final denial are answered at once, each charged once. */
 static void test_nowait(void **state)
 {
     (void)state;
-    char path[] = "/tmp/idb-issuer-log-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    unlink(path);
-    log_setup(IDB_LOG_INFO, LOG_FORMAT_JSON, fd);
+    int fd = capture_log();
 
     struct world_opts o = {.rate = 1, .burst = 2, .audit = true};
     struct world *w = world_new(&o);
@@ -970,11 +977,7 @@ static void test_reload_while_serving(void **state)
 static void test_audit(void **state)
 {
     (void)state;
-    char path[] = "/tmp/idb-issuer-log-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    unlink(path);
-    log_setup(IDB_LOG_INFO, LOG_FORMAT_JSON, fd);
+    int fd = capture_log();
 
     struct world_opts o = {.audit = true};
     struct world *w = world_new(&o);

@@ -78,6 +78,18 @@ static void test_decoder_whole_and_pieces(void **state)
     k8s_decoder_free(d);
 }
 
+/* Feeds text[0..len) to a new decoder in two pieces cut at `cut`; returns the first error or 0. */
+static int feed_cut(const char *text, size_t len, size_t cut, struct seen *s)
+{
+    struct k8s_decoder *d = k8s_decoder_new(4096);
+    assert_non_null(d);
+    int r = k8s_decoder_feed(d, text, cut, on_event, s);
+    if (r >= 0)
+        r = k8s_decoder_feed(d, text + cut, len - cut, on_event, s);
+    k8s_decoder_free(d);
+    return r;
+}
+
 /* A multi-byte character cut by the network is no error (json-c checks UTF-8 per piece; found by
  * fuzz-k8s-event): every split gives the same events. */
 static void test_decoder_utf8_split(void **state)
@@ -110,14 +122,9 @@ static void test_decoder_utf8_split(void **state)
     static const char broken[] = "{\"type\":\"ADDED\",\"object\":{\"x\":\"\xef"
                                  "0\"}}\n";
     for (size_t cut = 0; cut <= sizeof(broken) - 1; cut++) {
-        d = k8s_decoder_new(4096);
         struct seen b = {0};
-        int r = k8s_decoder_feed(d, broken, cut, on_event, &b);
-        if (r >= 0)
-            r = k8s_decoder_feed(d, broken + cut, sizeof(broken) - 1 - cut, on_event, &b);
-        assert_int_equal(r, -EBADMSG);
+        assert_int_equal(feed_cut(broken, sizeof(broken) - 1, cut, &b), -EBADMSG);
         assert_int_equal(b.n, 0);
-        k8s_decoder_free(d);
     }
     d = k8s_decoder_new(4096);
     assert_int_equal(k8s_decoder_feed(d, "\xef", 1, on_event, &s), 0);
@@ -173,14 +180,9 @@ static void test_decoder_rejects(void **state)
      * found by fuzz-k8s-event). */
     static const char garbage[] = "{\"type\":\"ADDED\",\"object\":{}}\x97\x97\n";
     for (size_t cut = 0; cut <= sizeof(garbage) - 1; cut++) {
-        struct k8s_decoder *d = k8s_decoder_new(4096);
         struct seen g = {0};
-        int r = k8s_decoder_feed(d, garbage, cut, on_event, &g);
-        if (r >= 0)
-            r = k8s_decoder_feed(d, garbage + cut, sizeof(garbage) - 1 - cut, on_event, &g);
-        assert_int_equal(r, -EBADMSG);
+        assert_int_equal(feed_cut(garbage, sizeof(garbage) - 1, cut, &g), -EBADMSG);
         assert_int_equal(g.n, 1);
-        k8s_decoder_free(d);
     }
     /* too deep */
     char deep[4 * K8S_MAX_EVENT_DEPTH + 64];
