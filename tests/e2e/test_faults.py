@@ -46,6 +46,9 @@ from netns_world import (  # noqa: E402
     run_main,
 )
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from idbtest import binding_yaml, identity_yaml, pod_yaml  # noqa: E402
+
 IDBROKERCTL = os.path.join(BUILD, "idbrokerctl")
 VERSION = "1.0.0"
 REFUSED = (7, 28)  # curl: connection refused, timed out
@@ -64,40 +67,9 @@ def client_id(pod):
 
 def manifests(pods):
     """One AzureIdentity + binding per pod, and the pods themselves (files mode)."""
-    out = []
-    for p in pods:
-        out.append("""---
-apiVersion: aadpodidentity.k8s.io/v1
-kind: AzureIdentity
-metadata:
-  name: id-%(n)s
-  namespace: default
-  annotations:
-    idbroker.io/provider: mock
-spec:
-  type: 0
-  clientID: %(c)s
-  resourceID: /subscriptions/0/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-%(n)s
----
-apiVersion: aadpodidentity.k8s.io/v1
-kind: AzureIdentityBinding
-metadata:
-  name: bind-%(n)s
-  namespace: default
-spec:
-  azureIdentity: id-%(n)s
-  selector: sel-%(n)s
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: %(n)s
-  namespace: default
-  uid: uid-%(u)s
-  labels:
-    aadpodidbinding: sel-%(n)s
-""" % {"n": p.name, "c": client_id(p), "u": p.container_id[:12]})
-    return "".join(out)
+    return "".join(identity_yaml("id-" + p.name, client_id=client_id(p))
+                   + binding_yaml("bind-" + p.name, "id-" + p.name, "sel-" + p.name)
+                   + pod_yaml(p.name, "sel-" + p.name, uid="uid-" + p.container_id[:12]) for p in pods)
 
 
 def token(pod, timeout=3):
