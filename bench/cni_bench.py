@@ -11,7 +11,6 @@
 Everything runs inside a fresh node namespace (this process joins it with setns, so no `ip netns exec` is
 timed) that is removed at the end. Prints medians in milliseconds.
 """
-import ctypes
 import json
 import os
 import statistics
@@ -21,22 +20,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
 import netns_world  # noqa: E402
-from netns_world import World  # noqa: E402
+from netns_world import World, setns  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 PODS = int(os.environ.get("IDB_BENCH_PODS", "200"))
 SCALE = int(os.environ.get("IDB_BENCH_SCALE", "1000"))
 PROBES = int(os.environ.get("IDB_BENCH_PROBES", "150"))
-
-
-def setns(path):
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns " + path)
-    finally:
-        os.close(fd)
 
 
 def plugin(w, ptype, command, conf, env):

@@ -23,7 +23,6 @@ Prints a summary and one JSON line; exit status 1 when a goal is missed (unexpec
 identity, RSS growth >= 1 MiB, descriptors not flat).
 """
 import base64
-import ctypes
 import http.client
 import json
 import os
@@ -35,9 +34,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
 import netns_world  # noqa: E402
-from netns_world import World  # noqa: E402
+from netns_world import World, setns  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 SECONDS = float(os.environ.get("IDB_SOAK_SECONDS", "600"))
 PODS = int(os.environ.get("IDB_SOAK_PODS", "50"))
 INTERVAL = float(os.environ.get("IDB_SOAK_INTERVAL", "0.5"))
@@ -45,17 +43,6 @@ WARMUP = float(os.environ.get("IDB_SOAK_WARMUP", str(min(60.0, SECONDS / 4))))
 CHURN_POOL = 8
 RESOURCES = ["https://management.azure.com/", "https://vault.azure.net", "https://storage.azure.com/"]
 PATH = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource="
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def setns(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns " + path)
-    finally:
-        os.close(fd)
 
 
 def cid(tag):
