@@ -384,8 +384,9 @@ static void issue_for_registration(struct issuer *is, const struct registration 
     bool hit = false;
     snprintf(ret->pod, sizeof(ret->pod), "%s/%s", reg->pod_namespace, reg->pod_name);
 
-    /* nowait charges the limit once the answer is known (a deferred request is charged by its
-     * second, blocking, call only); the outcome is the same, rate-limited or not. */
+    /* nowait charges the limit once the answer is known, at `out` (a deferred request is charged
+     * by its second, blocking, call only); the outcome is the same, rate-limited or not. */
+    bool charged = !req->nowait;
     if (!req->nowait && rate_limited(is, reg, &o, ret))
         goto out;
     if (req->nowait && req->bypass_cache) {
@@ -449,8 +450,6 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             }
             if (!pl) {
                 policy_read_unlock(pol);
-                if (req->nowait && rate_limited(is, reg, &o, ret))
-                    goto out;
                 result_fail(ret, IDB_E_NO_PROVIDER, "identity %s needs provider '%s', not loaded",
                             ret->identity, strna(pname));
                 goto out;
@@ -460,18 +459,19 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             if (kn < 0 || (size_t)kn >= sizeof(key)) {
                 /* Never truncate a cache key: two resources would share a token. */
                 policy_read_unlock(pol);
-                if (req->nowait && rate_limited(is, reg, &o, ret))
-                    goto out;
                 result_fail(ret, -ENAMETOOLONG, "resource too long");
                 goto out;
             }
             /* A plain cache hit needs no copy of the identity for a provider call (hot path). */
             if (!req->bypass_cache && token_cache_peek(o.cache, key, &tok) >= 0) {
                 policy_read_unlock(pol);
-                if (req->nowait && rate_limited(is, reg, &o, ret)) {
-                    token_cache_release(o.cache, tok);
-                    tok = NULL;
-                    goto out;
+                if (!charged) {
+                    /* before the hit is counted and reported */
+                    charged = true;
+                    if (rate_limited(is, reg, &o, ret)) {
+                        token_cache_release(o.cache, tok);
+                        goto out;
+                    }
                 }
                 hit = true;
                 break;
@@ -496,8 +496,6 @@ static void issue_for_registration(struct issuer *is, const struct registration 
             would_block(ret);
             return;
         }
-        if (req->nowait && rate_limited(is, reg, &o, ret))
-            goto out;
         if (d.result == IDB_E_NOT_SYNCED && now_monotonic_ms() < sync_deadline &&
             policy_wait_change(pol, gen, sync_deadline))
             continue;
@@ -542,6 +540,8 @@ static void issue_for_registration(struct issuer *is, const struct registration 
         }
     }
 out:
+    if (!charged) /* nowait, answered without blocking: a denial costs a token of the limit too */
+        (void)rate_limited(is, reg, &o, ret);
     audit(o.audit, reg, req, ret, t0, hit);
 }
 
