@@ -2,11 +2,16 @@
 # SPDX-License-Identifier: Apache-2.0
 # Installs the idbroker CNI plugin on the node (docs/kubernetes.md, "Install step"):
 #  1. copies the plugin binary into the host CNI bin directory atomically (temp file + rename);
-#  2. inserts {"type": "idbroker", ...} at the end of the primary conflist's plugins (the first
-#     *.conflist in the host CNI config directory by name, as the runtime picks it), atomically;
-#  3. with IDBROKER_CNI_WATCH=1, keeps checking and re-inserts it whenever the primary CNI rewrites
-#     its file. It never removes the plugin: an upgrade or a restart leaves pods protected.
-# Needs: sh, cp, mv, chmod, jq.
+#  2. chains {"type": "idbroker", ...} after the primary plugin in the network configuration the
+#     container runtime uses: the first *.conf, *.conflist or *.json of the host CNI config
+#     directory by name (libcni's ConfFiles, sorted). A conflist gets idbroker appended to its
+#     plugins; a single-plugin .conf/.json is converted to <same name>.conflist holding
+#     [that plugin, idbroker], and the original is removed so the runtime uses the list. Both are
+#     written to a hidden temporary file and renamed;
+#  3. with IDBROKER_CNI_WATCH=1, keeps checking and does step 2 again whenever the primary CNI
+#     rewrites its file. It never removes the plugin: an upgrade or a restart leaves pods protected.
+# A file that is not JSON, or not a network configuration, is logged and left alone.
+# Needs: sh, cat, cp, mv, rm, chmod, cmp, date, find, jq.
 set -eu
 
 SRC=${IDBROKER_CNI_BINARY:-/opt/idbroker/cni/idbroker}
@@ -15,7 +20,18 @@ NET_DIR=${CNI_NET_DIR:-/host/etc/cni/net.d}
 PLUGIN=${IDBROKER_CNI_PLUGIN:-'{"type":"idbroker"}'}
 INTERVAL=${IDBROKER_CNI_INTERVAL:-5}
 
+# Pathname expansion sorted by byte value, as libcni's sort.Strings.
+LC_ALL=C
+export LC_ALL
+
 log() { printf '%s install-cni: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+
+# A condition that stays (no configuration yet, a file left alone): logged once, not every round.
+last_note=
+note() {
+    [ "$*" = "$last_note" ] || log "$*"
+    last_note=$*
+}
 
 install_binary() {
     [ -f "$SRC" ] || { log "plugin binary '$SRC' not found"; return 1; }
@@ -29,38 +45,190 @@ install_binary() {
     log "installed $BIN_DIR/idbroker"
 }
 
-# The conflist the runtime uses: the first *.conflist by name (libcni sorts the directory).
-primary() {
-    for f in "$NET_DIR"/*.conflist; do
-        [ -f "$f" ] && { printf '%s\n' "$f"; return 0; }
+# Sets $sel to the network configuration the runtime loads: the first name of the directory, in
+# byte order, whose extension is .conf, .conflist or .json; directories are skipped (libcni's
+# ConfFiles). Hidden files are not matched by the glob: skipped, as the broker's conflist watch
+# (broker/conflist-watch.c) skips them; this script's temporaries are hidden and have no such
+# extension. Returns 1 if there is none.
+pick() {
+    sel=
+    for f in "$NET_DIR"/*; do
+        case ${f##*/} in
+        *.conf | *.conflist | *.json) ;;
+        *) continue ;;
+        esac
+        [ -d "$f" ] && continue
+        sel=$f
+        return 0
     done
     return 1
 }
 
+# Prints what the JSON text on stdin is: "list" (an object with a "plugins" array), "single" (an
+# object with a non-empty string "type" and no "plugins"), or why it is neither. Prints nothing if
+# it is not JSON.
+kind() {
+    jq -rs 'if length != 1 then "not one JSON value"
+        else .[0] | if type != "object" then "not a JSON object"
+        elif has("plugins") then
+            (if (.plugins | type) == "array" then "list" else "\"plugins\" is not an array" end)
+        elif (.type | type) == "string" and .type != "" then "single"
+        else "neither \"plugins\" nor \"type\"" end end' 2>/dev/null || true
+}
+
+same() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
+
+# Appends idbroker to the plugins of conflist $1 whose text is $2. Returns 0 (done or nothing to
+# do), 1 (left alone), 2 (the file changed meanwhile: try again).
 insert() {
-    f=$(primary) || { log "no *.conflist in $NET_DIR yet"; return 1; }
-    if jq -e '.plugins | type == "array" and any(.[]; .type == "idbroker")' "$f" >/dev/null 2>&1; then
+    f=$1 src=$2
+    if printf '%s\n' "$src" | jq -e 'any(.plugins[]; type == "object" and .type == "idbroker")' \
+        >/dev/null 2>&1; then
         return 0
     fi
-    if ! jq -e '.plugins | type == "array"' "$f" >/dev/null 2>&1; then
-        log "'$f' is not a conflist with a plugins array, not changed"
+    if printf '%s\n' "$src" | jq -e '.plugins | length == 0' >/dev/null 2>&1; then
+        note "'$f' has an empty plugins array (idbroker must follow a primary plugin), not changed"
         return 1
     fi
     # A hidden temporary name with no .conf/.conflist/.json suffix: runtimes never read it.
     tmp="$NET_DIR/.idbroker-conflist.tmp.$$"
-    jq --argjson p "$PLUGIN" '.plugins += [$p]' "$f" >"$tmp"
+    if ! printf '%s\n' "$src" | jq --argjson p "$PLUGIN" '.plugins += [$p]' >"$tmp"; then
+        rm -f "$tmp"
+        log "could not write $tmp"
+        return 1
+    fi
     chmod 0644 "$tmp"
-    mv -f "$tmp" "$f"
+    # Not over a newer version of the primary's file (it is read again next round).
+    if ! same "$f" "$src"; then
+        rm -f "$tmp"
+        return 2
+    fi
+    if ! mv -f "$tmp" "$f"; then
+        rm -f "$tmp"
+        log "could not rename $tmp to $f"
+        return 1
+    fi
+    last_note=
     log "inserted idbroker into $f"
 }
 
+# Converts the single-plugin configuration $1 (a .conf or .json) whose text is $2 into
+# <same name>.conflist = {cniVersion, name, plugins: [the plugin, idbroker]}, and removes $1.
+# The CNI SPEC's conflist has cniVersion and name at the top; its plugin objects hold "type" and
+# the plugin's own keys (the runtime passes the list's name and cniVersion to each plugin), so
+# they are moved up and everything else stays in the plugin. Returns as insert().
+convert() {
+    f=$1 src=$2
+    out=${f%.*}.conflist
+    if [ "$(printf '%s\n' "$src" | jq -r .type)" = idbroker ]; then
+        note "'$f' configures idbroker alone (it must follow a primary plugin), not changed"
+        return 1
+    fi
+    if ! printf '%s\n' "$src" | jq -e '(.name // "" | type) == "string" and
+            (.cniVersion // "" | type) == "string"' >/dev/null 2>&1; then
+        note "'$f': \"name\" or \"cniVersion\" is not a string, not changed"
+        return 1
+    fi
+    if [ -d "$out" ]; then
+        note "'$out' is a directory: '$f' cannot be converted, not changed"
+        return 1
+    fi
+    tmp="$NET_DIR/.idbroker-conflist.tmp.$$"
+    if ! printf '%s\n' "$src" | jq --argjson p "$PLUGIN" '
+            (if has("cniVersion") then {cniVersion} else {} end)
+            + {name: (.name // ""), plugins: [del(.cniVersion, .name), $p]}' >"$tmp"; then
+        rm -f "$tmp"
+        log "could not write $tmp"
+        return 1
+    fi
+    chmod 0644 "$tmp"
+    if ! same "$f" "$src"; then
+        rm -f "$tmp"
+        return 2
+    fi
+    [ -e "$out" ] && log "replacing $out with the conversion of $f"
+    if ! mv -f "$tmp" "$out"; then
+        rm -f "$tmp"
+        log "could not rename $tmp to $out"
+        return 1
+    fi
+    # The runtime would keep using $f: 10-x.conf sorts before 10-x.conflist (and a .json stays
+    # a second network configuration). The list is in place first, so there is always one.
+    if same "$f" "$src"; then
+        rm -f "$f"
+        last_note=
+        log "converted single-plugin $f into $out with idbroker chained after '$(printf '%s\n' \
+            "$src" | jq -r .type)'; removed $f"
+        return 0
+    fi
+    log "converted $f into $out, but $f was rewritten meanwhile: converting it again"
+    return 2
+}
+
+# One round of step 2. Returns as insert().
+chain() {
+    pick || { note "no network configuration (*.conf, *.conflist, *.json) in $NET_DIR yet"; return 1; }
+    f=$sel
+    # A single-plugin x.json beside x.conflist, not older than it: the primary rewrote the .json
+    # converted (and removed) earlier, which the .conflist made from it, sorting first, would hide
+    # for ever. Converted again.
+    case $f in
+    *.conflist)
+        j=${f%.conflist}.json
+        if [ -f "$j" ] && [ -z "$(find "$f" -prune -newer "$j" 2>/dev/null)" ] &&
+            src=$(cat "$j" 2>/dev/null) &&
+            [ "$(printf '%s\n' "$src" | kind)" = single ]; then
+            f=$j
+        fi
+        ;;
+    esac
+    if ! src=$(cat "$f" 2>/dev/null); then
+        note "cannot read '$f', not changed"
+        return 1
+    fi
+    k=$(printf '%s\n' "$src" | kind)
+    case $k in
+    list) insert "$f" "$src" ;;
+    single)
+        case $f in
+        *.conflist)
+            note "'$f' is a .conflist without a plugins array, not changed"
+            return 1
+            ;;
+        esac
+        convert "$f" "$src"
+        ;;
+    '')
+        note "'$f' is not JSON, not changed"
+        return 1
+        ;;
+    *)
+        note "'$f' is not a network configuration ($k), not changed"
+        return 1
+        ;;
+    esac
+}
+
+# chain(), again at once while the primary is rewriting the file under it.
+chain_retry() {
+    n=0
+    while :; do
+        rc=0
+        chain || rc=$?
+        [ "$rc" = 2 ] && [ "$n" -lt 5 ] || return "$rc"
+        n=$((n + 1))
+    done
+}
+
 mkdir -p "$BIN_DIR" "$NET_DIR"
+# Temporaries of an earlier run that was killed between write and rename.
+rm -f "$NET_DIR"/.idbroker-conflist.tmp.* "$BIN_DIR"/.idbroker.tmp.*
 install_binary
-insert || true
+chain_retry || true
 if [ "${IDBROKER_CNI_WATCH:-0}" = 1 ]; then
     while :; do
         sleep "$INTERVAL"
         install_binary || true
-        insert || true
+        chain_retry || true
     done
 fi
