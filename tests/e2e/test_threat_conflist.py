@@ -12,6 +12,9 @@ Then the primary rewrites its file without idbroker (atomically, and once more i
   metadata address that no pod element redirects (fail closed);
 - that pod is detected: once idbroker is back, CHECK of its attachment fails (no record, code 102/103)
   while CHECK of a pod made before the gap passes; pods made after the repair are protected again.
+
+Last, a primary that writes a single-plugin .conf sorting first: the watcher converts it into a
+.conflist chaining idbroker (and removes the .conf), and that conflist works as a real chain.
 """
 import json
 import os
@@ -119,6 +122,25 @@ def main():
         wait_for(lambda: types(conf_path) == ["bridge", "idbroker"], "an in-place rewrite is repaired too")
         time.sleep(0.5)  # not an assertion: two more watcher rounds
         equal(types(conf_path), ["bridge", "idbroker"], "idbroker is in the conflist once")
+
+        # A primary that writes a single-plugin .conf sorting first: converted into a .conflist
+        # (the .conf removed), which works as a real chain.
+        single = dict(w.primary_conf(), cniVersion="1.0.0", name=primary["name"])
+        with open(tmp, "w") as f:
+            json.dump(single, f)
+        os.rename(tmp, os.path.join(netdir, "05-single.conf"))
+        conv_path = os.path.join(netdir, "05-single.conflist")
+        wait_for(lambda: types(conv_path) == ["bridge", "idbroker"]
+                 and not os.path.exists(os.path.join(netdir, "05-single.conf")),
+                 "a single-plugin .conf is converted into a conflist chaining idbroker")
+        with open(conv_path) as f:
+            conv = json.load(f)
+        pod = w.new_pod("conv")
+        code, out, err = w.chain("ADD", conv, pod)
+        equal(code, 0, "ADD with the converted conflist (%s)" % (err.strip()[-300:] if code else ""))
+        rc, status, body = pod.curl()
+        equal((rc, json.loads(body)["client"] if rc == 0 else None), (0, pod.ip),
+              "a pod added with the converted conflist reaches the broker")
         equal(w.requests(w.imds_log), [], "the node's IMDS saw no pod request at any time")
 
 
