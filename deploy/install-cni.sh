@@ -182,6 +182,11 @@ chain() {
         fi
         ;;
     esac
+    # Not a FIFO or device (reading one could block the watch for ever), as the broker's watch.
+    if ! [ -f "$f" ]; then
+        note "'$f' is not a regular file, not changed"
+        return 1
+    fi
     if ! src=$(cat "$f" 2>/dev/null); then
         note "cannot read '$f', not changed"
         return 1

@@ -257,6 +257,14 @@ def case_untouched(e):
         ("10-alone.conf", json.dumps({"cniVersion": "1.0.0", "name": "x", "type": "idbroker"}), "idbroker alone"),
         ("10-badname.conf", json.dumps(dict(PTP_CONF, name=7)), "not a string"),
     ]
+    # A FIFO first (reading it would block): skipped, as the broker's watch does.
+    clear(d)
+    os.mkfifo(os.path.join(d, "05-fifo.conf"))
+    write(d, "20-ok.conflist", LIST_Y)
+    before = snapshot(d)
+    err = e.run()
+    equal(snapshot(d), before, "05-fifo.conf (a FIFO): nothing changed, the script did not block")
+    check("not a regular file" in err, "... and the reason is logged: %r" % err.strip()[-200:])
     for name, text, why in cases:
         clear(d)
         write(d, name, text)
