@@ -45,11 +45,12 @@ static bool has_suffix(const char *s, const char *suffix)
     return n > k && memcmp(s + n - k, suffix, k) == 0;
 }
 
-/* libcni's ConfFiles(dir, [".conf", ".conflist", ".json"]): by extension only. */
+/* libcni's ConfFiles(dir, [".conf", ".conflist", ".json"]): by extension only (Go's
+ * filepath.Ext: from the last dot), hidden files included, as runtimes load them. */
 static bool is_net_conf_name(const char *name)
 {
-    return name[0] != '.' && (has_suffix(name, ".conflist") || has_suffix(name, ".conf") ||
-                              has_suffix(name, ".json"));
+    const char *ext = strrchr(name, '.');
+    return ext && (streq(ext, ".conflist") || streq(ext, ".conf") || streq(ext, ".json"));
 }
 
 static bool is_idbroker(struct json_object *plugin)

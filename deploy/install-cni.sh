@@ -11,7 +11,7 @@
 #  3. with IDBROKER_CNI_WATCH=1, keeps checking and does step 2 again whenever the primary CNI
 #     rewrites its file. It never removes the plugin: an upgrade or a restart leaves pods protected.
 # A file that is not JSON, or not a network configuration, is logged and left alone.
-# Needs: sh, cat, cp, mv, rm, chmod, cmp, date, find, jq.
+# Needs: sh, cat, cp, mv, rm, chmod, cmp, date, expr, find, jq.
 set -eu
 
 SRC=${IDBROKER_CNI_BINARY:-/opt/idbroker/cni/idbroker}
@@ -47,21 +47,24 @@ install_binary() {
 
 # Sets $sel to the network configuration the runtime loads: the first name of the directory, in
 # byte order, whose extension is .conf, .conflist or .json; directories are skipped (libcni's
-# ConfFiles). Hidden files are not matched by the glob: skipped, as the broker's conflist watch
-# (broker/conflist-watch.c) skips them; this script's temporaries are hidden and have no such
-# extension. Returns 1 if there is none.
+# ConfFiles, which does not skip hidden files: nor does this, nor the broker's conflist watch,
+# broker/conflist-watch.c). This script's temporaries have no such extension. Returns 1 if there
+# is none.
 pick() {
     sel=
-    for f in "$NET_DIR"/*; do
+    for f in "$NET_DIR"/.[!.]* "$NET_DIR"/..?* "$NET_DIR"/*; do
+        [ -e "$f" ] || [ -L "$f" ] || continue # an unmatched glob
         case ${f##*/} in
         *.conf | *.conflist | *.json) ;;
         *) continue ;;
         esac
         [ -d "$f" ] && continue
-        sel=$f
-        return 0
+        # The three globs are each sorted, not together: keep the least name (byte order, LC_ALL=C).
+        if [ -z "$sel" ] || expr "x${f##*/}" \< "x${sel##*/}" >/dev/null; then
+            sel=$f
+        fi
     done
-    return 1
+    [ -n "$sel" ]
 }
 
 # Prints what the JSON text on stdin is: "list" (an object with a "plugins" array), "single" (an

@@ -3,15 +3,16 @@
 changes and how (docs/kubernetes.md, "Install step").
 
 The file it must change is the one the container runtime uses: the first *.conf, *.conflist or
-*.json by name (libcni's ConfFiles, sorted), hidden files and directories skipped. That is checked two
+*.json by name (libcni's ConfFiles, sorted), directories skipped, hidden files included. That is checked two
 ways: against the same rule written here (runtime_pick), and against the real idbrokerd's conflist
 watch (cni.confDir pointed at the directory), which answers /readyz 503 naming that file while it
 lacks idbroker and 200 once idbroker follows the primary plugin in it.
 
 Cases: a single-plugin .conf (and .json) is converted to <name>.conflist = {cniVersion, name,
 plugins: [the plugin, idbroker]} and the original removed; 05-x.conf before 10-y.conflist: 05-x is
-the one changed; a .json conflist gets idbroker appended; hidden files, directories, other
-extensions and the script's temporaries are ignored; a file that is not JSON or not a network
+the one changed; a .json conflist gets idbroker appended; a hidden .conf that sorts first is the one
+converted (libcni loads hidden files); directories, other extensions and the script's temporaries
+are ignored; a file that is not JSON or not a network
 configuration is left untouched; a second run changes nothing; watch mode converts again after the
 primary rewrites its .conf or .json, keeping the new content. The real-world conflists (bridge,
 Calico, Azure CNI) are in test_k8s_deploy.py.
@@ -39,9 +40,10 @@ LOOPBACK = {"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"
 
 
 def runtime_pick(netdir):
-    """The file a runtime loads (libcni ConfFiles + sort.Strings), hidden files skipped as the broker does."""
+    """The file a runtime loads (libcni ConfFiles + sort.Strings): the extension is what follows the last
+    dot (Go's filepath.Ext), hidden files count, directories do not."""
     names = sorted(n for n in os.listdir(netdir)
-                   if not n.startswith(".") and os.path.splitext(n)[1] in (".conf", ".conflist", ".json")
+                   if "." in n and n[n.rindex("."):] in (".conf", ".conflist", ".json")
                    and not os.path.isdir(os.path.join(netdir, n)))
     return names[0] if names else None
 
@@ -219,24 +221,51 @@ def case_json(br, e):
     broker_sees_chained(br, "10-net.conflist")
 
 
-def case_ignored(br, e):
-    """Hidden files, directories, other extensions and the script's temporaries are not network
-    configurations; a stale temporary of a killed run is cleaned up."""
+def case_hidden(br, e):
+    """libcni does not skip hidden files: a hidden .conf that sorts first is the runtime's file, and is
+    the one converted; names below '.' in byte order ('-') sort before hidden ones."""
     d = e.netdir
     clear(d)
     write(d, ".00-hidden.conf", PTP_CONF)
+    write(d, "10-real.conflist", LIST_Y)
+    real = read(os.path.join(d, "10-real.conflist"))
+    equal(runtime_pick(d), ".00-hidden.conf", "the runtime's file is the hidden .00-hidden.conf")
+    broker_sees_missing(br, d, ".00-hidden.conf")
+    e.run()
+    equal(load(os.path.join(d, ".00-hidden.conflist")), converted(PTP_CONF), "the hidden .conf is converted")
+    check(not os.path.exists(os.path.join(d, ".00-hidden.conf")), "... and removed")
+    equal(read(os.path.join(d, "10-real.conflist")), real, "10-real.conflist untouched")
+    broker_sees_chained(br, ".00-hidden.conflist")
+
+    clear(d)
+    write(d, ".b.conflist", LIST_Y)
+    write(d, "-a.conflist", LOOPBACK)
+    equal(runtime_pick(d), "-a.conflist", "'-' sorts before '.': the runtime's file is -a.conflist")
+    broker_sees_missing(br, d, "-a.conflist")
+    e.run()
+    equal(load(os.path.join(d, "-a.conflist")), dict(LOOPBACK, plugins=LOOPBACK["plugins"] + [IDB]),
+          "-a.conflist is the one chained")
+    equal(load(os.path.join(d, ".b.conflist")), LIST_Y, ".b.conflist untouched")
+    broker_sees_chained(br, "-a.conflist")
+
+
+def case_ignored(br, e):
+    """Directories, other extensions and the script's temporaries are not network configurations; a
+    stale temporary of a killed run is cleaned up."""
+    d = e.netdir
+    clear(d)
     os.mkdir(os.path.join(d, "01-dir.conf"))
     write(d, "02-notes.txt", "not a network configuration")
     write(d, "03-old.conf.bak", PTP_CONF)
     write(d, ".idbroker-conflist.tmp.4242", LIST_Y)  # left by a run killed between write and rename
     write(d, "10-real.conflist", LIST_Y)
-    keep = {n: read(os.path.join(d, n)) for n in (".00-hidden.conf", "02-notes.txt", "03-old.conf.bak")}
+    keep = {n: read(os.path.join(d, n)) for n in ("02-notes.txt", "03-old.conf.bak")}
     equal(runtime_pick(d), "10-real.conflist", "the runtime's file is 10-real.conflist")
     broker_sees_missing(br, d, "10-real.conflist")
     e.run()
     equal(load(os.path.join(d, "10-real.conflist")), dict(LIST_Y, plugins=LIST_Y["plugins"] + [IDB]),
           "idbroker appended to 10-real.conflist")
-    equal({n: read(os.path.join(d, n)) for n in keep}, keep, "hidden file, .txt and .bak untouched")
+    equal({n: read(os.path.join(d, n)) for n in keep}, keep, ".txt and .bak untouched")
     check(os.path.isdir(os.path.join(d, "01-dir.conf")) and not os.listdir(os.path.join(d, "01-dir.conf")),
           "a directory named *.conf is skipped")
     check(not [n for n in os.listdir(d) if n.startswith(".idbroker")], "the stale temporary is removed")
@@ -349,6 +378,7 @@ def main():
             case_conf_single(br, e, "bash --posix")
             case_order(br, e)
             case_json(br, e)
+            case_hidden(br, e)
             case_ignored(br, e)
             case_untouched(e)
             case_never_removes(e)

@@ -154,7 +154,6 @@ static void test_check_dir(void **state)
 
     expect_dir(CONFLIST_CHAIN_NO_CONFIG, NULL);
     /* Names a runtime never loads. */
-    put(".hidden.conflist", WITHOUT_IDBROKER);
     put("10-k8s.conflist.bak", WITHOUT_IDBROKER);
     put("README", "not a network");
     char sub[512];
@@ -177,6 +176,16 @@ static void test_check_dir(void **state)
     del("01-Z.json");
     del("05-bridge.conf");
     expect_dir(CONFLIST_CHAIN_OK, "10-k8s.conflist");
+    /* libcni does not skip hidden files, and '.' sorts before digits; '-' before '.'. */
+    put(".hidden.conflist", WITHOUT_IDBROKER);
+    expect_dir(CONFLIST_CHAIN_MISSING, ".hidden.conflist");
+    put("-first.conflist", WITH_IDBROKER);
+    expect_dir(CONFLIST_CHAIN_OK, "-first.conflist");
+    del("-first.conflist");
+    del(".hidden.conflist");
+    put(".conf", "{\"type\":\"bridge\"}"); /* Go's filepath.Ext(".conf") is ".conf" */
+    expect_dir(CONFLIST_CHAIN_MISSING, ".conf");
+    del(".conf");
 
     /* A file over the cap. */
     char *big = malloc(CNI_CONF_MAX_BYTES + 2);
@@ -198,7 +207,6 @@ static void test_check_dir(void **state)
     del("00-link.conflist");
     del("99-other.conflist");
     del("10-k8s.conflist");
-    del(".hidden.conflist");
     del("10-k8s.conflist.bak");
     del("README");
     assert_int_equal(rmdir(sub), 0);
