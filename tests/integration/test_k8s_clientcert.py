@@ -13,7 +13,7 @@ broker presented the certificate.
 - a certificate from another CA: the handshake is refused, the broker stays up and not ready, its
   log names the API server and the TLS failure, and holds no key material
 - a client-key (or client-certificate) file that does not exist, or a certificate without a key: the
-  broker (and idbrokerd --check) refuses to start, naming the file or the key
+  broker (and idbrokerd --check-config) refuses to start, naming the file or the key
 - kubectl with the same kubeconfigs: works with the good certificate, fails with the rogue one
 """
 import base64
@@ -42,13 +42,17 @@ def cert_broker(fake, kubeconfig, wait_ready=True):
     b = K.KubeBroker(fake, start=False)
     b.conf["source"]["kubeconfig"] = kubeconfig
     b.write_conf()
-    b.start(wait_ready=wait_ready)
+    try:
+        b.start(wait_ready=wait_ready)
+    except BaseException:
+        b.close()
+        raise
     return b
 
 
 def key_texts(fake):
-    """Every form of the client keys' secret a log could leak: the PEM body lines and the base64 of
-    the whole PEM (as in client-key-data)."""
+    """What of the client keys a log could leak: each PEM body line, and the start of the base64 of
+    the whole PEM (as client-key-data holds it)."""
     out = []
     for name in ("client.key", "rogue-client.key"):
         pem = open(os.path.join(fake.dir, name), "rb").read()
@@ -152,7 +156,7 @@ def kubeconfig_with(fake, tmp, user, name):
 
 def refused_at_start(fake, kubeconfig, needles, what):
     """The broker with `kubeconfig` refuses to start, its message holding every needle; so does
-    idbrokerd --check."""
+    idbrokerd --check-config."""
     b = K.KubeBroker(fake, start=False)
     try:
         b.conf["source"]["kubeconfig"] = kubeconfig
@@ -168,10 +172,10 @@ def refused_at_start(fake, kubeconfig, needles, what):
         check(not started and rc == 1, what + ": the broker refuses to start (exit status %s)" % rc)
         log = b.log().strip()
         check(all(n in log for n in needles), what + ": the message names %s (%s)" % (needles, log[-300:]))
-        p = subprocess.run([idbtest.IDBROKERD, "--config", b.conf_path, "--check"], capture_output=True,
+        p = subprocess.run([idbtest.IDBROKERD, "--config", b.conf_path, "--check-config"], capture_output=True,
                            text=True, timeout=30)
         check(p.returncode != 0 and all(n in p.stderr for n in needles),
-              what + ": idbrokerd --check refuses it too (%s)" % p.stderr.strip())
+              what + ": idbrokerd --check-config refuses it too (%s)" % p.stderr.strip())
     finally:
         b.close()
 
