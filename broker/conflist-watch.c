@@ -25,6 +25,7 @@
 #include <idbroker-internal/macro.h>
 #include <idbroker-internal/thread.h>
 
+#include "host-api.h" /* now_monotonic_ms() */
 #include "k8s-client.h"
 #include "limits.h"
 
@@ -33,6 +34,8 @@
 #define EVENT_COMPONENT "idbrokerd"
 #define REASON_MISSING "IdbrokerMissingFromConflist"
 #define REASON_BACK "IdbrokerBackInConflist"
+#define EVENT_PENDING_MAX 4
+#define EVENT_RETRY_MAX_MS 60000
 
 /* ---- the check (pure) ---- */
 
@@ -299,6 +302,11 @@ char *conflist_watch_event_json(const char *node, bool warning, const char *reas
 
 /* ---- the watch ---- */
 
+struct pending_event {
+    char *body; /* the Event as first built: its timestamps are those of the transition */
+    char reason[64];
+};
+
 struct conflist_watch {
     char *dir;
     char *node_name;
@@ -308,6 +316,12 @@ struct conflist_watch {
     pthread_mutex_t check_lock; /* one check at a time (thread and conflist_watch_recheck()) */
     struct file_id last;        /* under check_lock */
     bool checked;               /* under check_lock: st holds a result */
+    /* Events the API server did not take yet, oldest first (under check_lock): posted again at
+     * the next checks, with a doubling pause, so an API outage at a transition loses nothing. */
+    struct pending_event pending[EVENT_PENDING_MAX];
+    size_t n_pending;
+    uint64_t retry_at_ms;
+    uint32_t retry_pause_ms;
 
     pthread_mutex_t lock; /* st, stop */
     pthread_cond_t cond;
@@ -334,6 +348,57 @@ static void describe(const struct conflist_chain_status *st, char *why, size_t s
         why[0] = '\0';
 }
 
+/* Posts one Event. Returns 0 when the API server took it, -EAGAIN when it may take it later
+ * (no answer, 429, 5xx, 401 while a rotated token is picked up), another negative errno when
+ * asking again is pointless (403: RBAC; 4xx: a bad body). */
+static int post_event_body(struct conflist_watch *w, const char *reason, const char *body)
+{
+    struct k8s_reply rep = {0};
+    struct k8s_status status = {0};
+    int r = k8s_request(w->k8s, "POST", "/api/v1/namespaces/" EVENT_NAMESPACE "/events",
+                        "application/json", body, &rep);
+    bool again = r < 0;
+    if (r >= 0) {
+        r = k8s_reply_check(&rep, &status);
+        k8s_reply_done(&rep);
+        again = r < 0 && (status.http_status == 401 || status.http_status == 429 ||
+                          status.http_status >= 500);
+    }
+    if (r >= 0) {
+        log_debug("conflist-watch: posted Event '%s' on node '%s'", reason, w->node_name);
+        return 0;
+    }
+    log_warning_errno(r, "conflist-watch: cannot post Event '%s' on node '%s': %s%s%s, %s", reason,
+                      w->node_name, idb_strerror(r), status.message[0] ? ": " : "", status.message,
+                      again ? "will try again" : "dropping it");
+    return again ? -EAGAIN : r;
+}
+
+/* Posts what is pending, oldest first, until one fails for now (under check_lock). */
+static void post_pending(struct conflist_watch *w, uint64_t now_ms)
+{
+    size_t done = 0;
+    int r = 0;
+    while (done < w->n_pending) {
+        r = post_event_body(w, w->pending[done].reason, w->pending[done].body);
+        if (r == -EAGAIN)
+            break;
+        free(w->pending[done].body);
+        done++;
+    }
+    memmove(w->pending, w->pending + done, (w->n_pending - done) * sizeof(w->pending[0]));
+    w->n_pending -= done;
+    if (w->n_pending == 0) {
+        w->retry_pause_ms = 0;
+        return;
+    }
+    w->retry_pause_ms = w->retry_pause_ms ? w->retry_pause_ms * 2 : w->interval_ms;
+    if (w->retry_pause_ms > EVENT_RETRY_MAX_MS)
+        w->retry_pause_ms = EVENT_RETRY_MAX_MS;
+    w->retry_at_ms = now_ms + w->retry_pause_ms;
+}
+
+/* Queues an Event for the Node (under check_lock) and posts the queue now. */
 static void post_event(struct conflist_watch *w, bool warning, const char *reason,
                        const char *message)
 {
@@ -342,26 +407,24 @@ static void post_event(struct conflist_watch *w, bool warning, const char *reaso
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     uint64_t ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-    _cleanup_free_ char *body =
-        conflist_watch_event_json(w->node_name, warning, reason, message, ns);
+    char *body = conflist_watch_event_json(w->node_name, warning, reason, message, ns);
     if (!body) {
         log_warning("conflist-watch: cannot post Event '%s': out of memory, ignoring", reason);
         return;
     }
-    struct k8s_reply rep = {0};
-    struct k8s_status status = {0};
-    int r = k8s_request(w->k8s, "POST", "/api/v1/namespaces/" EVENT_NAMESPACE "/events",
-                        "application/json", body, &rep);
-    if (r >= 0) {
-        r = k8s_reply_check(&rep, &status);
-        k8s_reply_done(&rep);
+    if (w->n_pending == EVENT_PENDING_MAX) {
+        log_warning("conflist-watch: the API server has not taken %d Events, dropping the "
+                    "oldest ('%s')",
+                    EVENT_PENDING_MAX, w->pending[0].reason);
+        free(w->pending[0].body);
+        memmove(w->pending, w->pending + 1, (EVENT_PENDING_MAX - 1) * sizeof(w->pending[0]));
+        w->n_pending--;
     }
-    if (r < 0)
-        log_warning_errno(
-            r, "conflist-watch: cannot post Event '%s' on node '%s': %s%s%s, ignoring", reason,
-            w->node_name, idb_strerror(r), status.message[0] ? ": " : "", status.message);
-    else
-        log_debug("conflist-watch: posted Event '%s' on node '%s'", reason, w->node_name);
+    struct pending_event *e = &w->pending[w->n_pending++];
+    e->body = body;
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+    w->retry_pause_ms = 0; /* a new transition: try at once */
+    post_pending(w, now_monotonic_ms());
 }
 
 void conflist_watch_recheck(struct conflist_watch *w)
@@ -373,6 +436,11 @@ void conflist_watch_recheck(struct conflist_watch *w)
     pthread_mutex_unlock(&w->lock);
     now = before;
     bool first = !w->checked; /* w->last is zero then, so the file is read */
+    if (w->n_pending > 0) {
+        uint64_t t = now_monotonic_ms();
+        if (t >= w->retry_at_ms)
+            post_pending(w, t);
+    }
     if (check_dir(w->dir, &w->last, &now) == 1) {
         pthread_mutex_unlock(&w->check_lock);
         return; /* the same version of the same file as last time */
@@ -447,6 +515,8 @@ struct conflist_watch *conflist_watch_free(struct conflist_watch *w)
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
     pthread_mutex_destroy(&w->check_lock);
+    for (size_t i = 0; i < w->n_pending; i++)
+        free(w->pending[i].body);
     free(w->dir);
     free(w->node_name);
     free(w);

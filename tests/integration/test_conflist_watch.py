@@ -5,10 +5,12 @@ idbroker_cni_chain_ok is 0 and the log has one warning per transition; when idbr
 undone. Files mode with a temporary conf dir, then kubernetes mode against the fake API server, where the
 broker posts a Warning Event on its Node (and a Normal one when repaired)."""
 import json
+import datetime
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import k8stest as K  # noqa: E402
@@ -107,6 +109,39 @@ def kube_mode(netdir):
                   "one Warning Event for the one transition")
             posts = [r for r in fake.requests() if r.get("method") == "POST" and "/events" in r.get("path", "")]
             check(posts and all(r.get("status") == 201 for r in posts), "the POSTs were accepted (201)")
+
+            # The API server does not take Events for a while: the transition's Event is posted
+            # once it does, with the time of the transition, not lost.
+            fake.fault("500", count=None, match="/api/v1/namespaces/default/events")
+            write(netdir, "10-k8s.conflist", UNCHAINED)
+            K.wait_for(lambda: readyz(br)[0] == 503, "unchained again: 503")
+            K.wait_for(lambda: len([r for r in fake.requests() if r.get("method") == "POST"
+                                    and "/events" in r.get("path", "") and r.get("status") == 500]) >= 2,
+                       "the Event is tried again while the API server answers 500")
+            t_fail = time.time()
+            equal(len([e for e in fake.objects("events") if e.get("reason") == "IdbrokerMissingFromConflist"]), 1,
+                  "meanwhile no new Warning Event is stored")
+            check(any("will try again" in r.get("message", r.get("msg", "")) for r in br.log_records()),
+                  "the log says the Event will be tried again")
+            fake.clear_faults()
+            evs = K.wait_for(lambda: [e for e in fake.objects("events")
+                                      if e.get("reason") == "IdbrokerMissingFromConflist"][1:],
+                             "the Warning Event is posted once the API server takes it again", timeout=90)
+            stamp = datetime.datetime.strptime(evs[0]["firstTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            check(stamp <= t_fail, "it carries the time of the transition (%s), not of the retry" %
+                  evs[0]["firstTimestamp"])
+
+            # Refused for good (403: the RBAC does not allow it): dropped, not tried forever.
+            fake.fault("403", count=None, match="/api/v1/namespaces/default/events")
+            write(netdir, "10-k8s.conflist", CHAINED)
+            K.wait_for(lambda: any("dropping it" in r.get("message", r.get("msg", "")) for r in br.log_records()),
+                       "a 403 drops the Event, with a log line")
+            n403 = len([r for r in fake.requests() if r.get("status") == 403])
+            K.wait_for(lambda: readyz(br)[0] == 200, "ready again")
+            time.sleep(2.5)
+            equal(len([r for r in fake.requests() if r.get("status") == 403]), n403, "and it is not posted again")
+            fake.clear_faults()
 
 
 def main():
