@@ -285,6 +285,16 @@ int k8s_config_parse_kubeconfig(const char *text, size_t len, const char *path,
                             ret_error);
         if (r < 0)
             goto out;
+        bool has_cert = c->cert_file || c->cert_data, has_key = c->key_file || c->key_data;
+        if (has_cert != has_key) {
+            /* As client-go: a certificate is useless without its key (and the other way round). */
+            r = set_error(ret_error, -EINVAL,
+                          "%s: user '%s': '%s' is given without '%s' (client certificate "
+                          "authentication needs both)",
+                          origin, user_name, has_cert ? "client-certificate" : "client-key",
+                          has_cert ? "client-key" : "client-certificate");
+            goto out;
+        }
     }
     const char *ns = json_get_str(ctx, "namespace");
     if (ns && *ns && !(c->namespace = strdup(ns))) {
@@ -346,6 +356,21 @@ out:
     return r;
 }
 
+/* A file the kubeconfig names must be readable now: libcurl opens it only at each request, where a
+ * missing file would be a failure repeated forever instead of a configuration error at start. */
+static int check_readable(const char *origin, const char *key, const char *file, char **ret_error)
+{
+    if (!file)
+        return 0;
+    _cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        return set_error(ret_error, -e, "%s: cannot read the %s file '%s': %s", origin, key, file,
+                         strerror(e));
+    }
+    return 0;
+}
+
 int k8s_config_load(const char *kubeconfig, struct k8s_config **ret, char **ret_error)
 {
     if (!kubeconfig)
@@ -355,7 +380,21 @@ int k8s_config_load(const char *kubeconfig, struct k8s_config **ret, char **ret_
     int r = read_small_file(kubeconfig, K8S_MAX_CONFIG_BYTES, &text, &len);
     if (r < 0)
         return set_error(ret_error, r, "cannot read kubeconfig '%s': %s", kubeconfig, strerror(-r));
-    return k8s_config_parse_kubeconfig(text, len, kubeconfig, ret, ret_error);
+    struct k8s_config *c = NULL;
+    r = k8s_config_parse_kubeconfig(text, len, kubeconfig, &c, ret_error);
+    if (r < 0)
+        return r;
+    r = check_readable(c->origin, "certificate-authority", c->ca_file, ret_error);
+    if (r >= 0)
+        r = check_readable(c->origin, "client-certificate", c->cert_file, ret_error);
+    if (r >= 0)
+        r = check_readable(c->origin, "client-key", c->key_file, ret_error);
+    if (r < 0) {
+        k8s_config_free(c);
+        return r;
+    }
+    *ret = c;
+    return 0;
 }
 
 /* ---- the client ---- */
@@ -453,6 +492,7 @@ struct xfer {
     k8s_event_fn cb;
     void *ud;
     int error; /* the first error seen inside a callback */
+    CURLcode curl_code;
 };
 
 static int progress_cb(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
@@ -604,6 +644,7 @@ static int perform(struct xfer *x, const char *method, const char *path, const c
         goto out;
     }
     e = curl_easy_perform(h);
+    x->curl_code = e;
     if (x->status == 0)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->error < 0)
@@ -715,6 +756,40 @@ static void fill_status(struct k8s_status *st, long http, uint32_t retry_after, 
         copy_printable(st->message, sizeof(st->message) < 120 ? sizeof(st->message) : 120, body);
 }
 
+/* The status of a transfer that got no reply: the server, libcurl's words, and for a connection
+ * that a client certificate may have been refused on, a hint saying so (with TLS 1.3 the server
+ * verifies the certificate after the client's side of the handshake is done, so the client only
+ * sees an alert or a reset connection). */
+static void fill_transport_status(struct k8s_status *st, const struct xfer *x, int r,
+                                  const char *errbuf)
+{
+    if (!st)
+        return;
+    const struct k8s_config *cfg = x->c->cfg;
+    const char *what = errbuf[0] ? errbuf : strerror(-r);
+    bool cert = cfg->cert_file || cfg->cert_data;
+    const char *hint = "";
+    switch (cert && x->status == 0 && x->error == 0 ? x->curl_code : CURLE_OK) {
+    case CURLE_SSL_CERTPROBLEM:
+        hint = " (the kubeconfig's client certificate or key cannot be used)";
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+#if LIBCURL_VERSION_NUM >= 0x074d00
+    case CURLE_SSL_CLIENTCERT:
+#endif
+        hint = " (no reply: did it refuse the client certificate?)";
+        break;
+    default:
+        break;
+    }
+    char m[sizeof(st->message)];
+    snprintf(m, sizeof(m), "%s%s: %s", cfg->server, hint, what);
+    fill_status(st, x->status, 0, NULL, 0, m);
+}
+
 int k8s_reply_check(const struct k8s_reply *r, struct k8s_status *ret_status)
 {
     fill_status(ret_status, r->http_status, r->retry_after_s, r->body, r->len, NULL);
@@ -763,7 +838,7 @@ int k8s_list(struct k8s_client *c, const char *path, const char *query, uint32_t
         char errbuf[CURL_ERROR_SIZE] = "";
         r = perform_auth(&x, "GET", full, NULL, NULL, REQUEST_TIMEOUT_S, errbuf);
         if (r < 0) {
-            fill_status(ret_status, x.status, 0, NULL, 0, errbuf[0] ? errbuf : strerror(-r));
+            fill_transport_status(ret_status, &x, r, errbuf);
             buf_done(&x.body);
             return r;
         }
@@ -847,12 +922,12 @@ int k8s_watch(struct k8s_client *c, const char *path, const char *query, const c
     buf_init(&x.body, K8S_MAX_REPLY_BYTES);
     char errbuf[CURL_ERROR_SIZE] = "";
     r = perform_auth(&x, "GET", full, NULL, NULL, (long)timeout_s + WATCH_GRACE_S, errbuf);
-    if (r < 0) {
-        const char *why = r == -E2BIG     ? "a watch event is larger than the cap"
-                          : r == -EBADMSG ? "the watch stream is not a sequence of events"
-                          : errbuf[0]     ? errbuf
-                                          : strerror(-r);
+    if (r == -E2BIG || r == -EBADMSG) {
+        const char *why = r == -E2BIG ? "a watch event is larger than the cap"
+                                      : "the watch stream is not a sequence of events";
         fill_status(ret_status, x.status, 0, NULL, 0, why);
+    } else if (r < 0) {
+        fill_transport_status(ret_status, &x, r, errbuf);
     } else {
         int k = status_to_errno(x.status);
         if (k < 0 || x.status != 200) {

@@ -49,16 +49,19 @@ struct k8s_config *k8s_config_free(struct k8s_config *c);
 /* Parses a kubeconfig (YAML or JSON, borrowed text): the current context's cluster and user.
  * Relative file names are taken relative to the directory of `path` (borrowed, may be NULL for
  * "."). Supports server, certificate-authority(-data), token, tokenFile, client-certificate(-data),
- * client-key(-data); refuses insecure-skip-tls-verify, exec and auth-provider users, and a server
- * that is not https. Returns 0 and *ret (returns new) or -EINVAL / IDB_E_BAD_MANIFEST / -ENOMEM
- * with *ret_error (optional, returns new) naming the key. */
+ * client-key(-data); refuses insecure-skip-tls-verify, exec and auth-provider users, a client
+ * certificate without its key (or a key without its certificate), and a server that is not https.
+ * Returns 0 and *ret (returns new) or -EINVAL / IDB_E_BAD_MANIFEST / -ENOMEM with *ret_error
+ * (optional, returns new) naming the key. */
 int k8s_config_parse_kubeconfig(const char *text, size_t len, const char *path,
                                 struct k8s_config **ret, char **ret_error);
 /* The in-cluster configuration: KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT and the service
  * account directory `sa_dir` (borrowed; K8S_SA_DIR in production): token file, ca.crt,
  * namespace. Errors as above (-ENOENT when not running in a cluster). */
 int k8s_config_in_cluster(const char *sa_dir, struct k8s_config **ret, char **ret_error);
-/* A kubeconfig file (`kubeconfig` non-NULL) or else the in-cluster configuration. */
+/* A kubeconfig file (`kubeconfig` non-NULL) or else the in-cluster configuration. The files a
+ * kubeconfig names (certificate-authority, client-certificate, client-key) must be readable now:
+ * -errno with *ret_error naming the key and the file otherwise. */
 int k8s_config_load(const char *kubeconfig, struct k8s_config **ret, char **ret_error);
 
 struct k8s_client;

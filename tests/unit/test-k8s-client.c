@@ -288,6 +288,14 @@ static void test_kubeconfig(void **state)
         {"current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nclusters: "
          "[{name: k, cluster: {server: 'https://1.2.3.4', certificate-authority-data: '!!'}}]\n",
          "base64"},
+        {"current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nclusters: "
+         "[{name: k, cluster: {server: 'https://1.2.3.4'}}]\nusers: [{name: u, user: "
+         "{client-certificate: c.pem}}]\n",
+         "'client-certificate' is given without 'client-key'"},
+        {"current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nclusters: "
+         "[{name: k, cluster: {server: 'https://1.2.3.4'}}]\nusers: [{name: u, user: "
+         "{token: t, client-key-data: S0VZ}}]\n",
+         "'client-key' is given without 'client-certificate'"},
         {"- a\n- b\n", "mapping"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
