@@ -389,6 +389,8 @@ int k8s_config_load(const char *kubeconfig, struct k8s_config **ret, char **ret_
         r = check_readable(c->origin, "client-certificate", c->cert_file, ret_error);
     if (r >= 0)
         r = check_readable(c->origin, "client-key", c->key_file, ret_error);
+    if (r >= 0)
+        r = check_readable(c->origin, "tokenFile", c->token_file, ret_error);
     if (r < 0) {
         k8s_config_free(c);
         return r;

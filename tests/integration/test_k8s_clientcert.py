@@ -191,6 +191,9 @@ def bad_config(fake, tmp):
                      [missing.replace(".key", ".crt"), "client-certificate"], "missing client-certificate file")
     refused_at_start(fake, kubeconfig_with(fake, tmp, {"client-certificate": crt}, "kc-no-key"),
                      ["client-certificate", "without", "client-key"], "a certificate without a key")
+    missing_token = os.path.join(tmp, "no-such-dir", "token")
+    refused_at_start(fake, kubeconfig_with(fake, tmp, {"tokenFile": missing_token}, "kc-missing-token"),
+                     [missing_token, "tokenFile"], "missing tokenFile")
 
 
 def kubectl_part(fake, tmp):
