@@ -81,6 +81,32 @@ kind() {
 
 same() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
 
+# Writes the jq filter $1 applied to $src ($p: the plugin chained) to $tmp, mode 0644, unless $f
+# no longer holds $src (the primary rewrote it: it is read again). $tmp is a hidden name with no
+# .conf/.conflist/.json suffix: runtimes never read it. Returns 0, 1 (could not write) or 2 (changed
+# meanwhile: try again).
+stage() {
+    tmp="$NET_DIR/.idbroker-conflist.tmp.$$"
+    if ! printf '%s\n' "$src" | jq --argjson p "$PLUGIN" "$1" >"$tmp"; then
+        rm -f "$tmp"
+        log "could not write $tmp"
+        return 1
+    fi
+    chmod 0644 "$tmp"
+    if ! same "$f" "$src"; then
+        rm -f "$tmp"
+        return 2
+    fi
+}
+
+# Renames $tmp to $1 (atomic). Returns 0 or 1.
+publish() {
+    mv -f "$tmp" "$1" && return 0
+    rm -f "$tmp"
+    log "could not rename $tmp to $1"
+    return 1
+}
+
 # Appends idbroker to the plugins of conflist $1 whose text is $2. Returns 0 (done or nothing to
 # do), 1 (left alone), 2 (the file changed meanwhile: try again).
 insert() {
@@ -93,24 +119,8 @@ insert() {
         note "'$f' has an empty plugins array (idbroker must follow a primary plugin), not changed"
         return 1
     fi
-    # A hidden temporary name with no .conf/.conflist/.json suffix: runtimes never read it.
-    tmp="$NET_DIR/.idbroker-conflist.tmp.$$"
-    if ! printf '%s\n' "$src" | jq --argjson p "$PLUGIN" '.plugins += [$p]' >"$tmp"; then
-        rm -f "$tmp"
-        log "could not write $tmp"
-        return 1
-    fi
-    chmod 0644 "$tmp"
-    # Not over a newer version of the primary's file (it is read again next round).
-    if ! same "$f" "$src"; then
-        rm -f "$tmp"
-        return 2
-    fi
-    if ! mv -f "$tmp" "$f"; then
-        rm -f "$tmp"
-        log "could not rename $tmp to $f"
-        return 1
-    fi
+    stage '.plugins += [$p]' || return
+    publish "$f" || return
     last_note=
     log "inserted idbroker into $f"
 }
@@ -136,25 +146,10 @@ convert() {
         note "'$out' is a directory: '$f' cannot be converted, not changed"
         return 1
     fi
-    tmp="$NET_DIR/.idbroker-conflist.tmp.$$"
-    if ! printf '%s\n' "$src" | jq --argjson p "$PLUGIN" '
-            (if has("cniVersion") then {cniVersion} else {} end)
-            + {name: (.name // ""), plugins: [del(.cniVersion, .name), $p]}' >"$tmp"; then
-        rm -f "$tmp"
-        log "could not write $tmp"
-        return 1
-    fi
-    chmod 0644 "$tmp"
-    if ! same "$f" "$src"; then
-        rm -f "$tmp"
-        return 2
-    fi
+    stage '(if has("cniVersion") then {cniVersion} else {} end)
+        + {name: (.name // ""), plugins: [del(.cniVersion, .name), $p]}' || return
     [ -e "$out" ] && log "replacing $out with the conversion of $f"
-    if ! mv -f "$tmp" "$out"; then
-        rm -f "$tmp"
-        log "could not rename $tmp to $out"
-        return 1
-    fi
+    publish "$out" || return
     # The runtime would keep using $f: 10-x.conf sorts before 10-x.conflist (and a .json stays
     # a second network configuration). The list is in place first, so there is always one.
     if same "$f" "$src"; then
