@@ -52,9 +52,10 @@ from idbtest import binding_yaml, identity_yaml, pod_yaml  # noqa: E402
 IDBROKERCTL = os.path.join(BUILD, "idbrokerctl")
 VERSION = "1.0.0"
 REFUSED = (7, 28)  # curl: connection refused, timed out
-# curl: send failed (55: the kill's RST reached the socket curl had connected to the dying listener's
-# queue before curl wrote its request), empty reply (52), connection reset while reading (56)
-RESET = (52, 55, 56)
+# curl, the broker killed mid-request: send failed (55: the kill's RST reached the connection queued on
+# the dying listener before curl wrote its request), empty reply (52), reset while reading (56), body
+# cut short (18: a 200 whose token never arrived, not a foreign token)
+RESET = (18, 52, 55, 56)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -225,11 +226,11 @@ def broker_kill():
                     p = rnd.choice(live)
                 rc, status, cid = token(p, timeout=2)
                 with lock:
-                    if status == 200 and cid == client_id(p):
+                    if rc == 0 and status == 200 and cid == client_id(p):
                         results["ok"] += 1
-                    elif status == 200:
+                    elif status == 200 and cid is not None:
                         results["foreign"].append((p.name, cid))
-                    elif rc in REFUSED + RESET or status == 503:
+                    elif rc in REFUSED + RESET or (rc == 0 and status == 503):
                         results["refused"] += 1  # broker down, or up and not loaded yet
                     else:
                         results["other"].append((p.name, rc, status))
