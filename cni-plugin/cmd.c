@@ -712,23 +712,44 @@ int cmd_gc(const struct cni_env *env, const struct cni_conf *conf, char **ret_ou
     return 0;
 }
 
-int cmd_status(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
-               struct cni_error *err)
+/* The full base (chains, rules, empty sets, revision) as one transaction, or its dry run. */
+static int base_transaction(const struct cni_conf *conf, bool dry_run, struct cni_error *err,
+                            unsigned code, const char *msg)
 {
-    (void)env;
     struct nft_params params = params_of(conf);
     struct buf script;
     buf_init(&script, NFT_MAX_SCRIPT);
     int r = nft_script_base(&script, &params);
     if (r >= 0)
-        r = run_script(&script, true, err, CNI_ERR_NOT_AVAILABLE,
-                       "idbroker cannot program nftables: new pods would be unprotected");
+        r = run_script(&script, dry_run, err, code, msg);
     else
-        r = cni_fail(err, CNI_ERR_NOT_AVAILABLE, r, "cannot build the nftables transaction", "%s",
-                     idb_strerror(r));
+        r = cni_fail(err, code, r, "cannot build the nftables transaction", "%s", idb_strerror(r));
     buf_done(&script);
+    return r;
+}
+
+int cmd_status(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
+               struct cni_error *err)
+{
+    (void)env;
+    int r = base_transaction(conf, true, err, CNI_ERR_NOT_AVAILABLE,
+                             "idbroker cannot program nftables: new pods would be unprotected");
     if (r < 0)
         return r;
     *ret_out = NULL;
+    return 0;
+}
+
+int cmd_guard(const struct cni_conf *conf, bool *ret_written, struct cni_error *err)
+{
+    *ret_written = false;
+    struct nft_params params = params_of(conf);
+    if (nft_base_current(&params))
+        return 0;
+    int r = base_transaction(conf, false, err, CNI_ERR_TRY_AGAIN,
+                             "cannot install idbroker's nftables tables");
+    if (r < 0)
+        return r;
+    *ret_written = true;
     return 0;
 }

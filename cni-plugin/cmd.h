@@ -53,5 +53,11 @@ int cmd_gc(const struct cni_env *env, const struct cni_conf *conf, char **ret_ou
  */
 int cmd_status(const struct cni_env *env, const struct cni_conf *conf, char **ret_out,
                struct cni_error *err);
+/* `idbroker --guard` (not a CNI command; deploy/install-cni.sh runs it): installs idbroker's tables
+ * (the redirect chain and the guard, empty pod sets) for this configuration now, so that a node is
+ * fail-closed before its first ADD. Leaves tables of the same revision alone (*ret_written false);
+ * otherwise rewrites the chains in one transaction, keeping every set element (as an ADD that finds
+ * them missing or outdated does). Code 11 when nftables cannot be programmed. */
+int cmd_guard(const struct cni_conf *conf, bool *ret_written, struct cni_error *err);
 
 #endif

@@ -72,8 +72,50 @@ static const char *guess_version(const char *text, size_t len, struct json_objec
     return json_get_str(*keep, "cniVersion");
 }
 
+/* Reads the network configuration from stdin into *in (buf_done() it afterwards). */
+static int read_stdin(struct buf *in, struct cni_error *err)
+{
+    buf_init(in, CONF_MAX_STDIN);
+    int r = buf_read_fd(in, STDIN_FILENO);
+    if (r < 0) {
+        buf_done(in);
+        cni_fail(err, r == -E2BIG ? CNI_ERR_DECODE : CNI_ERR_IO, r,
+                 "cannot read the network configuration", "stdin: %s",
+                 r == -E2BIG ? "more than 1 MiB" : idb_strerror(r));
+    }
+    return r;
+}
+
+/* idbroker --guard: the tables now, for the configuration on stdin (cmd.h: cmd_guard). For a
+ * person or a script, not a runtime: one line on stderr, exit status 0 or 1. */
+static int guard_main(void)
+{
+    struct cni_error err = {0};
+    struct buf in;
+    struct cni_conf conf;
+    bool written = false;
+    log_setup(IDB_LOG_WARNING, LOG_FORMAT_TEXT, STDERR_FILENO);
+    int r = read_stdin(&in, &err);
+    if (r >= 0) {
+        r = conf_parse(in.data ? in.data : "", in.len, true, &conf, &err);
+        buf_done(&in);
+    }
+    if (r >= 0) {
+        r = cmd_guard(&conf, &written, &err);
+        conf_done(&conf);
+    }
+    if (r < 0) {
+        fprintf(stderr, "idbroker --guard: %s: %s\n", err.msg, err.details);
+        return EXIT_FAILURE;
+    }
+    if (written)
+        fputs("idbroker --guard: installed idbroker's nftables tables (redirect chain and guard)\n",
+              stderr);
+    return EXIT_SUCCESS;
+}
+
 static const char usage[] =
-    "Usage: idbroker [--help] [--version]\n"
+    "Usage: idbroker [--help] [--version] [--guard]\n"
     "\n"
     "The idbroker chained CNI plugin: at ADD it redirects the pod's requests to "
     "169.254.169.254:80\n"
@@ -88,6 +130,11 @@ static const char usage[] =
     "Install it in the runtime's CNI bin directory (/opt/cni/bin) and add it after the primary\n"
     "plugin in the conflist, e.g. {\"type\": \"idbroker\"}. CNI spec versions 0.3.0 to 1.1.0.\n"
     "\n"
+    "idbroker --guard  installs idbroker's nftables tables (the redirect chain and the guard that\n"
+    "                  drops pod traffic to the metadata address) now, from the plugin's network\n"
+    "                  configuration on stdin, so a node is fail-closed before its first ADD\n"
+    "                  (deploy/install-cni.sh runs it). Tables already current are left alone.\n"
+    "\n"
     "Try by hand:  echo '{\"cniVersion\":\"1.1.0\"}' | CNI_COMMAND=VERSION idbroker\n"
     "Docs: docs/cni.md (every key of the plugin's configuration), docs/troubleshooting.md\n";
 
@@ -98,6 +145,8 @@ int main(int argc, char **argv)
             fputs(usage, stdout);
             return EXIT_SUCCESS;
         }
+        if (streq(argv[1], "--guard") && argc == 2)
+            return guard_main();
         if (streq(argv[1], "--version") || streq(argv[1], "-V")) {
             printf("idbroker CNI plugin %s (CNI spec 0.3.0 to %s)\n", IDB_VERSION,
                    CNI_VERSION_LATEST);
@@ -129,15 +178,9 @@ int main(int argc, char **argv)
     }
 
     struct buf in;
-    buf_init(&in, CONF_MAX_STDIN);
-    int r = buf_read_fd(&in, STDIN_FILENO);
-    if (r < 0) {
-        buf_done(&in);
-        cni_fail(&err, r == -E2BIG ? CNI_ERR_DECODE : CNI_ERR_IO, r,
-                 "cannot read the network configuration", "stdin: %s",
-                 r == -E2BIG ? "more than 1 MiB" : idb_strerror(r));
+    int r = read_stdin(&in, &err);
+    if (r < 0)
         return print_error(&err, NULL);
-    }
     const char *text = in.data ? in.data : "";
 
     if (streq(env.command, "VERSION")) {

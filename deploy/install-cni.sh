@@ -8,10 +8,18 @@
 #     plugins; a single-plugin .conf/.json is converted to <same name>.conflist holding
 #     [that plugin, idbroker], and the original is removed so the runtime uses the list. Both are
 #     written to a hidden temporary file and renamed;
-#  3. with IDBROKER_CNI_WATCH=1, keeps checking and does step 2 again whenever the primary CNI
-#     rewrites its file. It never removes the plugin: an upgrade or a restart leaves pods protected.
+#  3. installs idbroker's nftables tables on the node (`idbroker --guard`, with the chained entry of
+#     that file), so the node is fail-closed before its first ADD: a pod the runtime sets up without
+#     idbroker (created before this step, or while the primary has dropped idbroker from its file)
+#     cannot reach the metadata address. Tables already current are left alone. Needs CAP_NET_ADMIN
+#     in the node's network namespace; IDBROKER_CNI_GUARD=0 skips it. When nftables cannot be
+#     programmed the one-shot run ends with status 1 (the init container restarts, visibly); in
+#     watch mode it is logged;
+#  4. with IDBROKER_CNI_WATCH=1, keeps checking and does steps 1-3 again: step 2 whenever the
+#     primary CNI rewrites its file, step 3 whenever the tables went missing (a flushed ruleset, a
+#     reboot). It never removes the plugin: an upgrade or a restart leaves pods protected.
 # A file that is not JSON, or not a network configuration, is logged and left alone.
-# Needs: sh, cat, cp, mv, rm, chmod, cmp, date, expr, find, jq.
+# Needs: sh, cat, cp, mv, rm, chmod, cmp, date, expr, find, jq, and the plugin's libraries.
 set -eu
 
 SRC=${IDBROKER_CNI_BINARY:-/opt/idbroker/cni/idbroker}
@@ -212,6 +220,27 @@ chain() {
     esac
 }
 
+# Step 3 for the file the runtime uses: the idbroker entry of its plugins, with the list's name and
+# cniVersion (the network configuration a runtime gives the plugin), piped to `idbroker --guard`.
+# Returns 0 (installed, current, skipped, or no file chaining idbroker yet: the cni-watch container
+# does it later) or 1 (nftables could not be programmed).
+guard() {
+    [ "${IDBROKER_CNI_GUARD:-1}" = 1 ] || return 0
+    pick || return 0
+    [ -f "$sel" ] || return 0 # a FIFO or device: chain() said so; reading it could block
+    conf=$(jq -c '. as $l | first(.plugins[]? | select(type == "object" and .type == "idbroker"))
+        | . + {name: $l.name, cniVersion: $l.cniVersion}' "$sel" 2>/dev/null) || conf=
+    if [ -z "$conf" ]; then
+        note "no idbroker entry in '$sel' yet: idbroker's nftables tables not installed"
+        return 0
+    fi
+    if ! out=$(printf '%s\n' "$conf" | "$SRC" --guard 2>&1); then
+        note "could not install idbroker's nftables tables: $out"
+        return 1
+    fi
+    [ -z "$out" ] || log "$out"
+}
+
 # chain(), again at once while the primary is rewriting the file under it.
 chain_retry() {
     n=0
@@ -229,9 +258,12 @@ rm -f "$NET_DIR"/.idbroker-conflist.tmp.* "$BIN_DIR"/.idbroker.tmp.*
 install_binary
 chain_retry || true
 if [ "${IDBROKER_CNI_WATCH:-0}" = 1 ]; then
+    guard || true
     while :; do
         sleep "$INTERVAL"
         install_binary || true
         chain_retry || true
+        guard || true
     done
 fi
+guard

@@ -1,14 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """THREATS T21: the primary CNI rewrites its conflist and drops idbroker.
 
-A real flow in a fresh node namespace: the install step (deploy/install-cni.sh, watch mode, as the
-DaemonSet's cni-watch container runs it) puts idbroker into the primary's conflist; pods are added the
-way a runtime does it, reading the conflist from disk at every ADD (bridge + host-local [+ idbroker]).
-Then the primary rewrites its file without idbroker (atomically, and once more in place):
+A real flow in a fresh node namespace: a pod is set up by the primary alone and reaches the node's
+IMDS (control). The install step (deploy/install-cni.sh, watch mode, as the DaemonSet's cni-watch
+container runs it, in the node namespace) puts idbroker into the primary's conflist and installs
+idbroker's tables (`idbroker --guard`) before any ADD: from then on that pod gets no answer from the
+metadata address and CHECK finds it unprotected; tables deleted by hand are installed again. Pods
+are added the way a runtime does it, reading the conflist from disk at every ADD (bridge +
+host-local [+ idbroker]). Then the primary rewrites its file without idbroker (atomically, and once
+more in place):
 
 - the watcher puts idbroker back, once, at the end, keeping the primary's new content;
 - a pod created in the gap (the watcher is held stopped so the gap is certain, not a race) never
-  reaches the node's IMDS: idbroker's guard, installed by earlier ADDs, drops every pod packet to the
+  reaches the node's IMDS: idbroker's guard, installed by the install step, drops every pod packet to the
   metadata address that no pod element redirects (fail closed);
 - that pod is detected: once idbroker is back, CHECK of its attachment fails (no record, code 102/103)
   while CHECK of a pod made before the gap passes; pods made after the repair are protected again.
@@ -61,14 +65,44 @@ def main():
         with open(conf_path, "w") as f:
             json.dump(primary, f, indent=2)
 
+        # A pod the runtime set up before the install step ran: the primary alone, no idbroker
+        # anywhere on the node yet. Control: the gap is real, it reaches the node's IMDS.
+        check(not [t for t in w.tables() if t[1] == "idbroker"], "before the install step: no idbroker table")
+        early = w.new_pod("early")
+        code, out, err = w.chain("ADD", primary, early)
+        equal(code, 0, "ADD of a pod before the install step (bridge alone)")
+        rc, status, _ = early.curl(timeout=2)
+        equal((rc, status, len(w.requests(w.imds_log))), (0, 200, 1),
+              "control: before the install step that pod reaches the node's IMDS")
+
         env = dict(os.environ, IDBROKER_CNI_BINARY=IDBROKER_CNI, CNI_BIN_DIR=bindir, CNI_NET_DIR=netdir,
                    IDBROKER_CNI_PLUGIN=json.dumps(w.idbroker_conf()), IDBROKER_CNI_WATCH="1",
                    IDBROKER_CNI_INTERVAL="0.2")
-        watcher = subprocess.Popen(["/bin/sh", SCRIPT], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        # In the node namespace, as the DaemonSet's hostNetwork container: step 3 (idbroker --guard)
+        # programs the node's nftables.
+        watcher = subprocess.Popen(["ip", "netns", "exec", w.node, "/bin/sh", SCRIPT], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         w.procs.append(watcher)
         wait_for(lambda: types(conf_path) == ["bridge", "idbroker"], "the install step inserted idbroker")
         check(os.access(os.path.join(bindir, "idbroker"), os.X_OK), "... and installed the plugin binary")
+        tables = {("inet", "idbroker"), ("bridge", "idbroker")}
+        wait_for(lambda: tables <= set(w.tables()), "... and idbroker's tables, before any ADD with idbroker")
+
+        # Fail closed from the install step on, not from the first ADD.
+        rc, status, _ = early.curl(timeout=2)
+        check(rc != 0 and status is None,
+              "the pod set up before the install step now gets no answer from the metadata address (rc %d)" % rc)
+        equal(len(w.requests(w.imds_log)), 1, "... and the node's IMDS saw nothing more")
+        code, out, _ = w.chain("CHECK", w.conflist("1.0.0", chained="idbroker"), early)
+        check(code != 0 and isinstance(out, dict) and out.get("code") in (102, 103),
+              "CHECK finds that pod unprotected (code %s)" % (out.get("code") if isinstance(out, dict) else out))
+        # Tables flushed away (an `nft flush ruleset`): the watcher installs them again.
+        w.node_exec(["nft", "delete", "table", "inet", "idbroker"], check=True)
+        w.node_exec(["nft", "delete", "table", "bridge", "idbroker"], check=True)
+        wait_for(lambda: tables <= set(w.tables()), "tables deleted: the watcher installs them again")
+        rc, status, _ = early.curl(timeout=2)
+        check(rc != 0 and status is None and len(w.requests(w.imds_log)) == 1,
+              "... and the pod set up before the install step is cut off again")
 
         def runtime_add(name):
             """ADD as a runtime does it: the conflist as it is on disk now."""
@@ -141,7 +175,8 @@ def main():
         rc, status, body = pod.curl()
         equal((rc, json.loads(body)["client"] if rc == 0 else None), (0, pod.ip),
               "a pod added with the converted conflist reaches the broker")
-        equal(w.requests(w.imds_log), [], "the node's IMDS saw no pod request at any time")
+        equal([r for r in w.requests(w.imds_log)][1:], [],
+              "the node's IMDS saw no pod request after the install step")
 
 
 if __name__ == "__main__":

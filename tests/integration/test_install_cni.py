@@ -14,7 +14,8 @@ the one changed; a .json conflist gets idbroker appended; a hidden .conf that so
 converted (libcni loads hidden files); directories, other extensions and the script's temporaries
 are ignored; a file that is not JSON or not a network
 configuration is left untouched; a second run changes nothing; watch mode converts again after the
-primary rewrites its .conf or .json, keeping the new content. The real-world conflists (bridge,
+primary rewrites its .conf or .json, keeping the new content; step 3 (`idbroker --guard`) is given the
+chained entry as a runtime would give it, and its failure is reported. The real-world conflists (bridge,
 Calico, Azure CNI) are in test_k8s_deploy.py.
 """
 import json
@@ -90,9 +91,15 @@ def snapshot(netdir):
 class Env:
     def __init__(self, netdir):
         self.tmp = tempfile.mkdtemp(prefix="idb-icni-")
+        # A stand-in for the plugin binary: `--guard` appends its stdin (one JSON line) to guard.log and
+        # exits with $FAKE_GUARD_RC (the real one is run in test_k8s_deploy.py and the e2e tests).
         self.src = os.path.join(self.tmp, "idbroker")
-        with open(self.src, "wb") as f:
-            f.write(b"#!/bin/sh\necho idbroker\n")
+        self.guard_log = os.path.join(self.tmp, "guard.log")
+        with open(self.src, "w") as f:
+            f.write('#!/bin/sh\n[ "$1" = --guard ] || exit 2\ncat >>"%s"\n'
+                    'if [ "${FAKE_GUARD_RC:-0}" != 0 ]; then echo "nftables says no" >&2; exit "$FAKE_GUARD_RC"; fi\n'
+                    % self.guard_log)
+        os.chmod(self.src, 0o755)
         self.bindir = os.path.join(self.tmp, "bin")
         self.netdir = netdir
         self.env = dict(os.environ, IDBROKER_CNI_BINARY=self.src, CNI_BIN_DIR=self.bindir, CNI_NET_DIR=netdir,
@@ -103,6 +110,21 @@ class Env:
                            timeout=60)
         check(r.returncode == 0, "the install step exits 0 (%s)" % r.stderr.strip()[-300:])
         return r.stderr
+
+    def run_rc(self, **extra):
+        r = subprocess.run(["/bin/sh", SCRIPT], env=dict(self.env, **extra), capture_output=True, text=True,
+                           timeout=60)
+        return r.returncode, r.stderr
+
+    def guard_calls(self):
+        """The configurations `idbroker --guard` was given since the last call."""
+        try:
+            with open(self.guard_log) as f:
+                calls = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+        os.unlink(self.guard_log)
+        return calls
 
     def close(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -332,6 +354,66 @@ def case_custom_plugin(e):
           "no cniVersion in the .conf: none in the list either (the runtime's default applies to both)")
 
 
+def case_guard(e):
+    """Step 3: `idbroker --guard` gets the network configuration a runtime would give the chained
+    plugin (its entry of the runtime's file, with the list's name and cniVersion), at every run; a
+    failure fails a one-shot run and is logged in watch mode; IDBROKER_CNI_GUARD=0 skips it; with no
+    file chaining idbroker there is nothing to install yet."""
+    d = e.netdir
+    clear(d)
+    e.guard_calls()
+    plugin = {"type": "idbroker", "brokerPort": 2600, "logLevel": "info"}
+    write(d, "10-y.conflist", LIST_Y)
+    e.run(IDBROKER_CNI_PLUGIN=json.dumps(plugin))
+    equal(e.guard_calls(), [dict(plugin, name="y-net", cniVersion="1.0.0")],
+          "guard: given the chained entry with the list's name and cniVersion")
+    e.run(IDBROKER_CNI_PLUGIN=json.dumps(IDB))
+    equal(e.guard_calls(), [dict(plugin, name="y-net", cniVersion="1.0.0")],
+          "guard: a second run installs again from the entry already in the file (the plugin keeps "
+          "current tables as they are)")
+    e.run(IDBROKER_CNI_GUARD="0")
+    equal(e.guard_calls(), [], "guard: IDBROKER_CNI_GUARD=0 skips it")
+
+    rc, err = e.run_rc(FAKE_GUARD_RC="1")
+    equal(rc, 1, "guard: nftables cannot be programmed -> the one-shot run fails (the init container restarts)")
+    check("could not install idbroker's nftables tables: nftables says no" in err,
+          "... and says why: %r" % err.strip()[-200:])
+    e.guard_calls()
+
+    clear(d)
+    write(d, "10-x.txt", LIST_Y)
+    rc, err = e.run_rc()
+    check(rc == 0 and e.guard_calls() == [], "guard: no network configuration yet -> nothing to install, exit 0")
+    write(d, "10-y.conflist", dict(LIST_Y, plugins=[]))
+    rc, err = e.run_rc()
+    check(rc == 0 and e.guard_calls() == [] and "no idbroker entry" in err,
+          "guard: a file idbroker could not be chained into -> nothing installed, said, exit 0 (%r)" % err.strip()[-200:])
+
+    # Watch mode: a failing guard is logged once and retried every round; the chaining goes on.
+    clear(d)
+    write(d, "10-y.conflist", LIST_Y)
+    proc = subprocess.Popen(["/bin/sh", SCRIPT], env=dict(e.env, IDBROKER_CNI_WATCH="1", FAKE_GUARD_RC="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        K.wait_for(lambda: len(_peek(e)) >= 3, "[watch] guard tried again every round")
+        equal([p.get("type") for p in (load(os.path.join(d, "10-y.conflist")) or {}).get("plugins", [])],
+              ["bridge", "portmap", "idbroker"], "[watch] a failing guard does not stop the chaining")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    equal(err.count("could not install idbroker's nftables tables"), 1,
+          "[watch] the failure is logged once, not every round")
+    e.guard_calls()
+
+
+def _peek(e):
+    try:
+        with open(e.guard_log) as f:
+            return [line for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def case_watch(br, e):
     """Watch mode: the primary writes its single-plugin file again (new content, no idbroker) and it is
     converted again, every time."""
@@ -383,6 +465,7 @@ def main():
             case_untouched(e)
             case_never_removes(e)
             case_custom_plugin(e)
+            case_guard(e)
             case_watch(br, e)
     finally:
         e.close()

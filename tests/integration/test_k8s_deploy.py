@@ -103,6 +103,12 @@ def check_manifests():
     broker = [c for c in ds["containers"] if c["name"] == "idbrokerd"][0]
     equal(broker["securityContext"]["capabilities"], {"drop": ["ALL"], "add": ["NET_ADMIN"]},
           "idbrokerd: NET_ADMIN only")
+    for c in ds["initContainers"] + ds["containers"]:
+        if c["name"] in ("install-cni", "cni-watch"):
+            equal(c["securityContext"]["capabilities"], {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+                  "%s: NET_ADMIN only (idbroker --guard installs the node's tables)" % c["name"])
+        elif c["name"] != "idbrokerd":
+            equal(c["securityContext"]["capabilities"], {"drop": ["ALL"]}, "%s: no capability" % c["name"])
     net = [m for m in broker["volumeMounts"] if m["name"] == "cni-net"]
     check(net and net[0]["mountPath"] == "/etc/cni/net.d" and net[0].get("readOnly"),
           "idbrokerd: the CNI conf dir is mounted read-only at cni.confDir's default (T21)")
@@ -164,8 +170,9 @@ def check_install(name, primary):
         bindir, netdir = os.path.join(tmp, "bin"), os.path.join(tmp, "net.d")
         os.makedirs(os.path.dirname(src))
         os.makedirs(netdir)
-        with open(src, "wb") as f:
-            f.write(b"#!/bin/sh\necho idbroker\n")
+        # The real plugin: the install step runs `idbroker --guard` with the chained entry of each
+        # real-world conflist, in a network namespace of its own (unshare), never the machine's.
+        shutil.copy(os.path.join(idbtest.BUILD, "cni", "idbroker"), src)
         fname = {"bridge": "10-bridge.conflist", "calico": "10-calico.conflist", "azure": "10-azure.conflist"}[name]
         with open(os.path.join(netdir, fname), "w") as f:
             json.dump(primary, f, indent=2)
@@ -175,8 +182,12 @@ def check_install(name, primary):
                    IDBROKER_CNI_INTERVAL="0.2")
         script = os.path.join(DEPLOY, "install-cni.sh")
         for i in range(2):
-            r = subprocess.run(["/bin/sh", script], env=env, capture_output=True, text=True, timeout=30)
+            r = subprocess.run(["unshare", "--net", "--", "/bin/sh", "-c",
+                                '/bin/sh "$0" && nft list chain inet idbroker guard', script],
+                               env=env, capture_output=True, text=True, timeout=30)
             check(r.returncode == 0, "%s: install step run %d succeeds (%s)" % (name, i + 1, r.stderr.strip()))
+            check("ip daddr 169.254.169.254 drop" in r.stdout,
+                  "%s: ... and installed idbroker's guard from the conflist's idbroker entry" % name)
         st = os.stat(os.path.join(bindir, "idbroker"))
         check(st.st_mode & 0o777 == 0o755, "%s: binary installed with mode 0755" % name)
         with open(os.path.join(netdir, fname)) as f:
@@ -190,7 +201,7 @@ def check_install(name, primary):
               "%s: no temporary files left" % name)
 
         # Watch mode: the primary CNI rewrites its file -> idbroker comes back.
-        proc = subprocess.Popen(["/bin/sh", script], env=dict(env, IDBROKER_CNI_WATCH="1"),
+        proc = subprocess.Popen(["unshare", "--net", "--", "/bin/sh", script], env=dict(env, IDBROKER_CNI_WATCH="1"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tmpf = os.path.join(netdir, ".rewrite")
         with open(tmpf, "w") as f:
