@@ -14,7 +14,8 @@ broker presented the certificate.
   log names the API server and the TLS failure, and holds no key material
 - a client-key (or client-certificate) file that does not exist, or a certificate without a key: the
   broker (and idbrokerd --check-config) refuses to start, naming the file or the key
-- kubectl with the same kubeconfigs: works with the good certificate, fails with the rogue one
+- kubectl with the same kubeconfigs: works with the good certificate, fails with the rogue one;
+  python3-kubernetes likewise
 """
 import base64
 import json
@@ -226,6 +227,42 @@ def kubectl_part(fake, tmp):
     check(fake.state()["tlsErrors"] > before, "the fake refused kubectl's rogue handshake")
 
 
+def python_part(fake):
+    """python3-kubernetes (its urllib3 TLS stack, not curl's or Go's) with the same kubeconfigs."""
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        print("skip - python3-kubernetes is not installed")
+        return
+    fake.clear_requests()
+    for name in ("kubeconfig-cert", "kubeconfig-cert-files"):
+        api = config.new_client_from_config(config_file=os.path.join(fake.dir, name))
+        try:
+            ids = client.CustomObjectsApi(api).list_cluster_custom_object("aadpodidentity.k8s.io", "v1",
+                                                                           "azureidentities")
+            pods = client.CoreV1Api(api).list_pod_for_all_namespaces(field_selector="spec.nodeName=" + K.NODE)
+        finally:
+            api.close()
+        check("id1" in [i["metadata"]["name"] for i in ids["items"]] and
+              [p.metadata.name for p in pods.items] == ["p1"],
+              "python3-kubernetes with %s lists identities and pods" % name)
+    reqs = fake.requests()
+    check(reqs and all(r.get("authBy") == "cert" and not r.get("authorization") for r in reqs),
+          "python3-kubernetes' requests were authenticated by its client certificate")
+    before = fake.state()["tlsErrors"]
+    api = config.new_client_from_config(config_file=os.path.join(fake.dir, "kubeconfig-cert-rogue"))
+    api.configuration.retries = 0
+    try:
+        client.CoreV1Api(api).list_pod_for_all_namespaces(_request_timeout=10)
+        failed = None
+    except Exception as e:  # urllib3 wraps the TLS alert in MaxRetryError / SSLError
+        failed = e
+    finally:
+        api.close()
+    check(failed is not None, "python3-kubernetes with the rogue-CA certificate fails (%s)" % str(failed)[-160:])
+    check(fake.state()["tlsErrors"] > before, "the fake refused python3-kubernetes' rogue handshake")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="idb-cc-")
     try:
@@ -240,6 +277,7 @@ def main():
             rogue(fake)
             bad_config(fake, tmp)
             kubectl_part(fake, tmp)
+            python_part(fake)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
