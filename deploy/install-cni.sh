@@ -229,7 +229,8 @@ guard() {
     pick || return 0
     [ -f "$sel" ] || return 0 # a FIFO or device: chain() said so; reading it could block
     conf=$(jq -c '. as $l | first(.plugins[]? | select(type == "object" and .type == "idbroker"))
-        | . + {name: $l.name, cniVersion: $l.cniVersion}' "$sel" 2>/dev/null) || conf=
+        | . + ({name: $l.name, cniVersion: $l.cniVersion} | with_entries(select(.value != null)))' \
+        "$sel" 2>/dev/null) || conf=
     if [ -z "$conf" ]; then
         note "no idbroker entry in '$sel' yet: idbroker's nftables tables not installed"
         return 0

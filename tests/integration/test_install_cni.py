@@ -373,6 +373,13 @@ def case_guard(e):
           "current tables as they are)")
     e.run(IDBROKER_CNI_GUARD="0")
     equal(e.guard_calls(), [], "guard: IDBROKER_CNI_GUARD=0 skips it")
+    clear(d)
+    write(d, "10-y.conflist", {k: v for k, v in LIST_Y.items() if k != "cniVersion"})
+    e.run()
+    equal(e.guard_calls(), [dict(IDB, name="y-net")],
+          "guard: a list without cniVersion gives none (not null): the plugin says what is missing")
+    clear(d)
+    write(d, "10-y.conflist", LIST_Y)
 
     rc, err = e.run_rc(FAKE_GUARD_RC="1")
     equal(rc, 1, "guard: nftables cannot be programmed -> the one-shot run fails (the init container restarts)")
