@@ -319,6 +319,51 @@ static int parse_cidr(const char *s, struct conf_ip *ret)
     return 0;
 }
 
+int conf_from_list(const char *text, size_t len, char **ret, struct cni_error *err)
+{
+    *ret = NULL;
+    _cleanup_json_ struct json_object *root = NULL;
+    const char *why = NULL;
+    int r = json_parse_strict(text, len, &root, &why);
+    if (r < 0)
+        return cni_fail(err, CNI_ERR_DECODE, r, "cannot decode the network configuration", "%s",
+                        why ? why : idb_strerror(r));
+    struct json_object *plugins;
+    if (!json_object_is_type(root, json_type_object) ||
+        !json_object_object_get_ex(root, "plugins", &plugins))
+        return 0; /* not a list: a plugin configuration, parsed as such */
+    if (!json_object_is_type(plugins, json_type_array))
+        return bad_key(err, "plugins", plugins, "an array");
+    struct json_object *entry = NULL;
+    for (size_t i = 0; !entry && i < json_object_array_length(plugins); i++) {
+        struct json_object *p = json_object_array_get_idx(plugins, i), *t;
+        if (json_object_is_type(p, json_type_object) && json_object_object_get_ex(p, "type", &t) &&
+            json_object_is_type(t, json_type_string) &&
+            streq(json_object_get_string(t), "idbroker"))
+            entry = p;
+    }
+    if (!entry)
+        return cni_fail(err, CNI_ERR_INVALID_CONFIG, -ENOENT, "invalid network configuration",
+                        "the list has no plugin of type 'idbroker'");
+    _cleanup_json_ struct json_object *conf = NULL;
+    if (json_object_deep_copy(entry, &conf, NULL) < 0)
+        return -ENOMEM;
+    /* As libcni gives them to every plugin of the list: the list's values win. */
+    static const char *const inherited[] = {"name", "cniVersion"};
+    for (size_t i = 0; i < ELEMENTSOF(inherited); i++) {
+        struct json_object *v;
+        json_object_object_del(conf, inherited[i]);
+        if (json_object_object_get_ex(root, inherited[i], &v) &&
+            json_object_object_add(conf, inherited[i], json_object_get(v)) < 0)
+            return -ENOMEM;
+    }
+    char *out = strdup(json_object_to_json_string_ext(conf, JSON_C_TO_STRING_PLAIN));
+    if (!out)
+        return -ENOMEM;
+    *ret = out;
+    return 1;
+}
+
 int conf_parse_prev_result(struct json_object *prev, struct conf_prev_result *ret,
                            struct cni_error *err)
 {

@@ -94,6 +94,14 @@ int conf_parse(const char *text, size_t len, bool require_version, struct cni_co
 /* Frees what conf_parse() allocated; c stays valid as an empty config. NULL-safe. */
 void conf_done(struct cni_conf *c);
 
+/* For `idbroker --guard`: when text[0..len) is a network configuration list (an object with
+ * "plugins"), *ret (returns new) is the configuration a runtime gives the list's first plugin of
+ * type idbroker: that object with the list's "name" and "cniVersion" (absent ones stay absent), and
+ * 1 is returned. Returns 0 with *ret NULL for anything else (a plugin configuration: parse it with
+ * conf_parse). Records code 6 (not JSON) or 7 ("plugins" not an array, no idbroker plugin) in err.
+ */
+int conf_from_list(const char *text, size_t len, char **ret, struct cni_error *err);
+
 /* Parses a prevResult object (borrowed) of any supported version: interfaces (name, mac, sandbox)
  * and ips (address "IP/len", interface index). Records code 7 in err when it is malformed. */
 int conf_parse_prev_result(struct json_object *prev, struct conf_prev_result *ret,

@@ -86,8 +86,9 @@ static int read_stdin(struct buf *in, struct cni_error *err)
     return r;
 }
 
-/* idbroker --guard: the tables now, for the configuration on stdin (cmd.h: cmd_guard). For a
- * person or a script, not a runtime: one line on stderr, exit status 0 or 1. */
+/* idbroker --guard: the tables now, for the configuration on stdin (cmd.h: cmd_guard): the plugin's
+ * own, or a whole conflist (its idbroker entry, as a runtime would pass it). For a person, a script
+ * or a unit, not a runtime: a line on stderr, exit status 0 or 1. */
 static int guard_main(void)
 {
     struct cni_error err = {0};
@@ -95,9 +96,15 @@ static int guard_main(void)
     struct cni_conf conf;
     bool written = false;
     log_setup(IDB_LOG_WARNING, LOG_FORMAT_TEXT, STDERR_FILENO);
+    _cleanup_free_ char *entry = NULL;
     int r = read_stdin(&in, &err);
     if (r >= 0) {
-        r = conf_parse(in.data ? in.data : "", in.len, true, &conf, &err);
+        const char *text = in.data ? in.data : "";
+        r = conf_from_list(text, in.len, &entry, &err);
+        if (r > 0)
+            r = conf_parse(entry, strlen(entry), true, &conf, &err);
+        else if (r == 0)
+            r = conf_parse(text, in.len, true, &conf, &err);
         buf_done(&in);
     }
     if (r >= 0) {
@@ -131,9 +138,10 @@ static const char usage[] =
     "plugin in the conflist, e.g. {\"type\": \"idbroker\"}. CNI spec versions 0.3.0 to 1.1.0.\n"
     "\n"
     "idbroker --guard  installs idbroker's nftables tables (the redirect chain and the guard that\n"
-    "                  drops pod traffic to the metadata address) now, from the plugin's network\n"
-    "                  configuration on stdin, so a node is fail-closed before its first ADD\n"
-    "                  (deploy/install-cni.sh runs it). Tables already current are left alone.\n"
+    "                  drops pod traffic to the metadata address) now, from the conflist (or the\n"
+    "                  plugin's network configuration) on stdin, so a node is fail-closed before\n"
+    "                  its first ADD (deploy/install-cni.sh and idbroker-guard.service run it).\n"
+    "                  Tables already current are left alone.\n"
     "\n"
     "Try by hand:  echo '{\"cniVersion\":\"1.1.0\"}' | CNI_COMMAND=VERSION idbroker\n"
     "Docs: docs/cni.md (every key of the plugin's configuration), docs/troubleshooting.md\n";

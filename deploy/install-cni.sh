@@ -8,8 +8,8 @@
 #     plugins; a single-plugin .conf/.json is converted to <same name>.conflist holding
 #     [that plugin, idbroker], and the original is removed so the runtime uses the list. Both are
 #     written to a hidden temporary file and renamed;
-#  3. installs idbroker's nftables tables on the node (`idbroker --guard`, with the chained entry of
-#     that file), so the node is fail-closed before its first ADD: a pod the runtime sets up without
+#  3. installs idbroker's nftables tables on the node (`idbroker --guard` given that file: it takes
+#     the chained entry), so the node is fail-closed before its first ADD: a pod the runtime sets up without
 #     idbroker (created before this step, or while the primary has dropped idbroker from its file)
 #     cannot reach the metadata address. Tables already current are left alone. Needs CAP_NET_ADMIN
 #     in the node's network namespace; IDBROKER_CNI_GUARD=0 skips it. When nftables cannot be
@@ -220,22 +220,19 @@ chain() {
     esac
 }
 
-# Step 3 for the file the runtime uses: the idbroker entry of its plugins, with the list's name and
-# cniVersion (the network configuration a runtime gives the plugin), piped to `idbroker --guard`.
-# Returns 0 (installed, current, skipped, or no file chaining idbroker yet: the cni-watch container
-# does it later) or 1 (nftables could not be programmed).
+# Step 3: the file the runtime uses, piped to `idbroker --guard`, which takes its idbroker entry with
+# the list's name and cniVersion (what a runtime gives the plugin). Returns 0 (installed, current,
+# skipped, or no file chaining idbroker yet: the cni-watch container does it later) or 1 (the
+# tables could not be installed).
 guard() {
     [ "${IDBROKER_CNI_GUARD:-1}" = 1 ] || return 0
     pick || return 0
     [ -f "$sel" ] || return 0 # a FIFO or device: chain() said so; reading it could block
-    conf=$(jq -c '. as $l | first(.plugins[]? | select(type == "object" and .type == "idbroker"))
-        | . + ({name: $l.name, cniVersion: $l.cniVersion} | with_entries(select(.value != null)))' \
-        "$sel" 2>/dev/null) || conf=
-    if [ -z "$conf" ]; then
+    if ! jq -e 'any(.plugins[]?; type == "object" and .type == "idbroker")' "$sel" >/dev/null 2>&1; then
         note "no idbroker entry in '$sel' yet: idbroker's nftables tables not installed"
         return 0
     fi
-    if ! out=$(printf '%s\n' "$conf" | "$SRC" --guard 2>&1); then
+    if ! out=$("$SRC" --guard <"$sel" 2>&1); then
         note "could not install idbroker's nftables tables: $out"
         return 1
     fi

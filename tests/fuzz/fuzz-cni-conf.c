@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libFuzzer target for the CNI plugin's stdin parsers: the network configuration with prevResult
- * and GC's valid attachments (conf_parse, conf_parse_prev_result), the CNI_ARGS parser, and the
- * private attachment record reader. Results feed a volatile sink so nothing is optimised away.
+ * and GC's valid attachments (conf_parse, conf_parse_prev_result), `idbroker --guard`'s conflist
+ * (conf_from_list), the CNI_ARGS parser, and the private attachment record reader. Results feed a
+ * volatile sink so nothing is optimised away.
  */
 #include <json-c/json.h>
 #include <stddef.h>
@@ -47,6 +48,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sink += a.n_ips;
         conf_done(&c);
     }
+
+    /* The same bytes as `idbroker --guard` input: a conflist's idbroker entry, then parsed. */
+    char *entry = NULL;
+    memset(&e, 0, sizeof(e));
+    if (conf_from_list((const char *)data, size, &entry, &e) > 0) {
+        if (conf_parse(entry, strlen(entry), true, &c, &e) == 0) {
+            sink += c.broker_port;
+            conf_done(&c);
+        }
+        free(entry);
+    } else
+        sink += e.code;
 
     /* The same bytes as CNI_ARGS. */
     char *args = malloc(size + 1);

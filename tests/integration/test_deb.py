@@ -100,6 +100,7 @@ def main():
             "/usr/include/idbroker/errno.h", "/usr/include/idbroker/ctl-proto.h",
             "/%s/pkgconfig/idbroker-provider.pc" % LIBDIR, "/etc/idbroker/idbrokerd.json",
             "/etc/idbroker/identities/", "/usr/lib/systemd/system/idbrokerd.service",
+            "/usr/lib/systemd/system/idbroker-guard.service",
             "/usr/share/doc/idbroker/operating.md", "/usr/share/doc/idbroker/configuration.md",
             "/usr/share/doc/idbroker/troubleshooting.md", "/usr/share/doc/idbroker/plugins.md",
             "/usr/share/doc/idbroker/examples/hello-provider/hello.c",
@@ -185,20 +186,34 @@ def main():
         equal(proc.wait(20), 0, "idbrokerd in the chroot stops cleanly on SIGTERM")
         proc = None
 
+        # idbroker-guard.service's command, in a network namespace of its own: the packaged plugin
+        # installs the tables from the packaged example conflist (the unit reads it on stdin).
+        conflist = os.path.join(root, "usr/share/doc/idbroker/10-idbroker.conflist")
+        with open(conflist) as f:
+            p = subprocess.run(["unshare", "--net", "--", "chroot", root, "/opt/cni/bin/idbroker", "--guard"],
+                               stdin=f, capture_output=True, text=True, timeout=30)
+        check(p.returncode == 0 and "installed idbroker's nftables tables" in p.stderr,
+              "idbroker-guard.service's command: the packaged plugin installs the tables from the example "
+              "conflist (%s)" % p.stderr.strip()[-300:])
+
         if shutil.which("systemd-analyze"):
-            # The unit's programs live in the clean root: point them there and let systemd check the rest.
-            with open(os.path.join(root, "usr/lib/systemd/system/idbrokerd.service")) as f:
-                unit = f.read()
+            # The units' programs live in the clean root: point them there and let systemd check the rest.
             d = os.path.join(tmp, "unit")
             os.makedirs(d)
-            with open(os.path.join(d, "idbrokerd.service"), "w") as f:
-                f.write(unit.replace("/usr/sbin/", root + "/usr/sbin/"))
-            p = run(["systemd-analyze", "verify", os.path.join(d, "idbrokerd.service")])
-            out = (p.stdout + p.stderr).strip()
-            equal((p.returncode, out), (0, ""), "systemd-analyze verify of the packaged unit")
-            for opt in ("ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
-                        "CapabilityBoundingSet=CAP_NET_ADMIN", "ReadWritePaths=/var/lib/idbroker /run/idbroker"):
-                check(re.search(r"^%s$" % re.escape(opt), unit, re.M), "the unit sets %s" % opt)
+            for name, needles in (("idbrokerd.service", ("ReadWritePaths=/var/lib/idbroker /run/idbroker",)),
+                                  ("idbroker-guard.service", ("ExecStart=/opt/cni/bin/idbroker --guard",
+                                                              "After=nftables.service"))):
+                with open(os.path.join(root, "usr/lib/systemd/system", name)) as f:
+                    unit = f.read()
+                with open(os.path.join(d, name), "w") as f:
+                    f.write(unit.replace("/usr/sbin/", root + "/usr/sbin/")
+                            .replace("/opt/cni/bin/", root + "/opt/cni/bin/"))
+                p = run(["systemd-analyze", "verify", os.path.join(d, name)])
+                out = (p.stdout + p.stderr).strip()
+                equal((p.returncode, out), (0, ""), "systemd-analyze verify of the packaged %s" % name)
+                for opt in ("ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
+                            "CapabilityBoundingSet=CAP_NET_ADMIN") + needles:
+                    check(re.search(r"^%s$" % re.escape(opt), unit, re.M), "%s sets %s" % (name, opt))
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()

@@ -337,6 +337,66 @@ static void test_error_json(void **state)
     free(s);
 }
 
+/* conf_from_list: the idbroker entry of a conflist, as libcni hands it to the plugin. */
+static void expect_entry(const char *list, const char *want)
+{
+    char *out = NULL;
+    struct cni_error e = {0};
+    int r = conf_from_list(list, strlen(list), &out, &e);
+    if (!want) {
+        assert_int_equal(r, 0);
+        assert_null(out);
+        return;
+    }
+    assert_int_equal(r, 1);
+    assert_non_null(out);
+    struct json_object *got = NULL, *exp = NULL;
+    assert_int_equal(json_parse_strict(out, strlen(out), &got, NULL), 0);
+    assert_int_equal(json_parse_strict(want, strlen(want), &exp, NULL), 0);
+    if (!json_object_equal(got, exp))
+        fail_msg("conf_from_list(%s) = %s, want %s", list, out, want);
+    json_object_put(got);
+    json_object_put(exp);
+    free(out);
+}
+
+static void expect_list_error(const char *list, unsigned code, const char *needle)
+{
+    char *out = NULL;
+    struct cni_error e = {0};
+    assert_true(conf_from_list(list, strlen(list), &out, &e) < 0);
+    assert_null(out);
+    assert_int_equal(e.code, code);
+    if (needle && !strstr(e.details, needle))
+        fail_msg("details '%s' lack '%s'", e.details, needle);
+}
+
+static void test_from_list(void **state)
+{
+    (void)state;
+    expect_entry(
+        "{\"cniVersion\":\"1.0.0\",\"name\":\"k8s\",\"plugins\":[{\"type\":\"bridge\"},"
+        "{\"type\":\"idbroker\",\"brokerPort\":2600}]}",
+        "{\"type\":\"idbroker\",\"brokerPort\":2600,\"name\":\"k8s\",\"cniVersion\":\"1.0.0\"}");
+    /* The list's name and cniVersion win over the entry's; the first idbroker entry is taken. */
+    expect_entry(
+        "{\"cniVersion\":\"0.3.1\",\"name\":\"k8s\",\"plugins\":[{\"type\":\"calico\"},"
+        "{\"type\":\"idbroker\",\"name\":\"x\",\"cniVersion\":\"1.1.0\",\"logLevel\":\"debug\"},"
+        "{\"type\":\"idbroker\",\"brokerPort\":1}]}",
+        "{\"type\":\"idbroker\",\"logLevel\":\"debug\",\"name\":\"k8s\",\"cniVersion\":\"0.3.1\"}");
+    /* Absent ones stay absent (conf_parse then names what is missing). */
+    expect_entry("{\"name\":\"k8s\",\"plugins\":[{\"type\":\"ptp\"},{\"type\":\"idbroker\"}]}",
+                 "{\"type\":\"idbroker\",\"name\":\"k8s\"}");
+    /* Not a list: the plugin's own configuration, parsed as it is. */
+    expect_entry("{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"idbroker\"}", NULL);
+    expect_entry("[1]", NULL);
+    expect_list_error("{\"plugins\":", CNI_ERR_DECODE, NULL);
+    expect_list_error("{\"plugins\":{}}", CNI_ERR_INVALID_CONFIG, "plugins");
+    expect_list_error(
+        "{\"name\":\"k8s\",\"plugins\":[{\"type\":\"bridge\"},\"idbroker\",{\"type\":1}]}",
+        CNI_ERR_INVALID_CONFIG, "no plugin of type 'idbroker'");
+}
+
 static void test_result_passthrough(void **state)
 {
     (void)state;
@@ -369,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_result_passthrough),
+        cmocka_unit_test(test_from_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
