@@ -101,6 +101,7 @@ struct http_reply {
     bool too_big;
     uint32_t retry_after_s;
     char *www_authenticate;
+    char error[CURL_ERROR_SIZE]; /* libcurl's own words for a failure */
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
@@ -209,6 +210,20 @@ static int curl_code_to_errno(CURLcode c, const struct http_reply *h)
     }
 }
 
+/* The length of "scheme://host[:port]" at the start of url, without any userinfo: what may be
+ * logged of a URL (its path and query may carry identifiers). */
+static int url_origin_len(const char *url)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return 0;
+    p += 3;
+    size_t n = strcspn(p, "/?#");
+    if (memchr(p, '@', n))
+        return (int)(p - url); /* userinfo: the scheme only */
+    return (int)(p - url + n);
+}
+
 static bool has_crlf(const char *s)
 {
     return strpbrk(s, "\r\n") != NULL;
@@ -230,6 +245,7 @@ static int setup_handle(CURL *c, const struct idb_http_req *req, struct curl_sli
             e = curl_easy_setopt(c, (opt), (val));                                                 \
     } while (0)
     SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_ERRORBUFFER, h->error);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_NOPROXY, "*");
     SET(CURLOPT_PROXY, "");
@@ -310,7 +326,15 @@ static int host_http(const struct idb_http_req *req, struct idb_http_resp *ret)
     r = setup_handle(c, req, hdrs, &h);
     if (r < 0)
         goto out;
-    r = curl_code_to_errno(curl_easy_perform(c), &h);
+    CURLcode code = curl_easy_perform(c);
+    r = curl_code_to_errno(code, &h);
+    if (r == -EPROTO) {
+        /* The errno cannot say which: a CA that does not match (caFile, armCaFile), a name that is
+         * not in the certificate, an intercepting proxy. An operator's problem: say it here. */
+        int n = url_origin_len(req->url);
+        log_warning("HTTPS to %.*s failed: %s", n, req->url,
+                    h.error[0] ? h.error : curl_easy_strerror(code));
+    }
     if (r < 0)
         goto out;
     long status = 0;

@@ -3,12 +3,14 @@
 fake-imds.py on 127.0.0.1: an identity not on the node's VM is added by one ARM PATCH (keeping the VM's
 other identities) before IMDS is asked for its first token, with a token of the node's own identity for
 ARM; an identity already on the VM is never patched; an identity no pod uses any more is removed (and
-only that one); a VMSS instance patches its scale set; ARM failures reach the pod as errors.
+only that one); a VMSS instance patches its scale set; ARM failures reach the pod as errors; ARM over
+HTTPS is verified against armCaFile (a certificate the provider does not trust is refused, and logged).
 
 Tokens live 4 s here and unassignGraceSeconds is 1, so "no longer used" comes within seconds; waits are
 polls with an upper bound, nothing asserts that something was fast."""
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,9 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 from idbtest import BUILD, SOURCE, check, equal, parallel, run_main  # noqa: E402
 from test_azure_msi import PY, R, FakeImds, cid, msi_broker, pod_ip, pods_policy, register_pods  # noqa: E402
+
+sys.path.insert(0, os.path.join(SOURCE, "tests", "fixtures"))
+import kvpki  # noqa: E402
 
 FAKE_ARM = os.path.join(SOURCE, "tests", "fixtures", "fake-arm-identity.py")
 SUB = "/subscriptions/0000/resourceGroups/rg/providers/"
@@ -29,9 +34,16 @@ NODE_CLIENT = "00000000-0000-0000-0000-00000000c0de"
 
 
 class FakeArm:
-    def __init__(self, *args):
+    def __init__(self, *args, tls=False):
+        """tls: HTTPS with a certificate for 127.0.0.1 from a CA of its own (self.ca, the PEM path)."""
         self.dir = tempfile.mkdtemp(prefix="idb-fake-arm-")
         pf = os.path.join(self.dir, "port")
+        self.ca, self.ssl = None, None
+        if tls:
+            ca_key, ca_cert, self.ca = kvpki.make_ca(self.dir)
+            cert, key = kvpki.make_server(self.dir, ca_key, ca_cert)
+            args = list(args) + ["--cert", cert, "--key", key]
+            self.ssl = ssl.create_default_context(cafile=self.ca)
         self.proc = subprocess.Popen([PY, FAKE_ARM, "--port-file", pf] + list(args),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 15
@@ -41,16 +53,16 @@ class FakeArm:
             time.sleep(0.05)
         with open(pf) as f:
             self.port = int(f.read())
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
 
     def stats(self):
-        with urllib.request.urlopen(self.url + "/control/stats", timeout=10) as r:
+        with urllib.request.urlopen(self.url + "/control/stats", timeout=10, context=self.ssl) as r:
             return json.loads(r.read())
 
     def behavior(self, **kw):
         req = urllib.request.Request(self.url + "/control/behavior", data=json.dumps(kw).encode(),
                                      method="POST")
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=self.ssl) as r:
             return json.loads(r.read())
 
     def close(self):
@@ -201,6 +213,34 @@ def test_vmss_and_failures():
                             30)
             check(st, "ARM back: the identity is assigned and served")
             equal(users(arm), sorted([UAI + "id0", UAI + "id1"]), "the scale set has both identities")
+
+
+def test_tls():
+    """ARM over HTTPS, as in Azure: with armCaFile the provider verifies ARM's certificate against that
+    CA and assigns the identity; a certificate the provider does not trust is refused: the pod gets an
+    error, nothing is patched, the broker stays up and its log says why."""
+    with FakeImds("--any", "--vm-resource-id", VM) as imds, FakeArm("--resource", VM, tls=True) as arm:
+        with msi_broker(imds, pods_policy(1), msi=arm_conf(arm, armCaFile=arm.ca)) as br:
+            register_pods(br, 1)
+            st, _, _ = br.token(R, source=pod_ip(0))
+            equal(st, 200, "ARM over HTTPS with armCaFile: the identity is assigned and the pod gets its token")
+            s = arm.stats()
+            equal((len(s["patches"]), users(arm), s["violations"]), (1, [UAI + "id0"], []),
+                  "... by one well-formed PATCH over TLS")
+        # Without armCaFile the system's CAs are used, and they do not know the fake's CA (as with a
+        # private ARM endpoint, Azure Stack, whose CA was not configured).
+        with msi_broker(imds, pods_policy(2, n_ids=2), msi=arm_conf(arm, maxTotalMs=3000)) as br:
+            register_pods(br, 2)
+            n = len(arm.stats()["patches"])
+            st, _, b = br.token(R, source=pod_ip(1))
+            check(st in (500, 503), "ARM's certificate from a CA the provider does not trust: the pod gets an "
+                  "error (%d)" % st)
+            equal(len(arm.stats()["patches"]), n, "... and ARM was not patched")
+            tls = [l for l in br.log().splitlines() if "HTTPS to " in l]
+            check(tls and "certificate" in tls[-1] and arm.url in tls[-1] and "subscriptions" not in tls[-1],
+                  "... and the broker's log names ARM's origin (no path) and the certificate problem: %s"
+                  % tls[-1:])
+            equal(br.health("/healthz")[0], 200, "the broker stays up")
 
 
 def test_config():
