@@ -407,10 +407,29 @@ static void test_http_errors(void **state)
     /* Only http and https. */
     assert_int_equal(http("GET", "file:///etc/hostname", NULL, NULL, 0, &r), -EPROTONOSUPPORT);
     assert_int_equal(http("GET", "ftp://127.0.0.1/x", NULL, NULL, 0, &r), -EPROTONOSUPPORT);
-    /* TLS to a plain-text server fails the handshake. */
-    char url[128];
-    snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo", srv_port);
+    /* TLS to a plain-text server fails the handshake, and the host says why in its log, naming
+     * the URL's origin only: no path, query or userinfo. */
+    char path[] = "/tmp/idb-hostlog-XXXXXX";
+    _cleanup_close_ int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    log_setup(IDB_LOG_INFO, LOG_FORMAT_TEXT, fd);
+    char url[160];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/echo?secret=s3", srv_port);
     assert_int_equal(http("GET", url, NULL, NULL, 2000, &r), -EPROTO);
+    snprintf(url, sizeof(url), "https://user:pw@127.0.0.1:%d/echo", srv_port);
+    assert_int_equal(http("GET", url, NULL, NULL, 2000, &r), -EPROTO);
+    log_setup(IDB_LOG_WARNING, LOG_FORMAT_TEXT, STDERR_FILENO);
+    char logged[4096], origin[64];
+    ssize_t n = pread(fd, logged, sizeof(logged) - 1, 0);
+    assert_true(n > 0);
+    logged[n] = '\0';
+    snprintf(origin, sizeof(origin), "HTTPS to https://127.0.0.1:%d failed: ", srv_port);
+    assert_non_null(strstr(logged, origin));
+    assert_non_null(strstr(logged, "HTTPS to https:// failed: "));
+    assert_null(strstr(logged, "/echo"));
+    assert_null(strstr(logged, "s3"));
+    assert_null(strstr(logged, "pw"));
 
     /* A port nobody listens on. */
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
