@@ -51,6 +51,10 @@ struct broker {
     struct aai_writer *aai;
 
     struct conflist_watch *cni; /* the conflist watch (THREATS T21); NULL when cni.confDir is "" */
+    /* pods of this node without idbroker (THREATS T21; kubernetes mode, else NULL), scanned by the
+     * main loop; unprotected_pods is its last count, read with __atomic_load_n by others */
+    struct unprotected *unprotected;
+    size_t unprotected_pods;
 
     /* files source */
     char *source_dir;

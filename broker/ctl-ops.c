@@ -82,6 +82,9 @@ static int op_status(void *ud, struct json_object *req, struct json_object **ret
         json_object_object_add(src, "kubernetes", k8s_watch_status(b->watch));
     json_object_object_add(o, "source", src);
     json_add_int(o, "pods", (int64_t)registry_count(b->registry));
+    if (b->unprotected)
+        json_add_int(o, "unprotectedPods",
+                     (int64_t)__atomic_load_n(&b->unprotected_pods, __ATOMIC_RELAXED));
     policy_read_lock(&b->policy);
     json_add_int(o, "identities", (int64_t)store_count_identities(b->policy.store));
     json_add_int(o, "bindings", (int64_t)store_count_bindings(b->policy.store));

@@ -590,9 +590,10 @@ static int cmd_status(struct ctl *c, const struct args *a)
         return 0;
     }
 
-    static const char *const known[] = {
-        "nodeName", "version",    "ready",    "notReady",   "listen",    "uptimeSeconds", "source",
-        "pods",     "identities", "bindings", "exceptions", "providers", "cache"};
+    static const char *const known[] = {"nodeName",   "version",        "ready",      "notReady",
+                                        "listen",     "uptimeSeconds",  "source",     "pods",
+                                        "identities", "bindings",       "exceptions", "providers",
+                                        "cache",      "unprotectedPods"};
     struct kv kv[64];
     size_t n = 0;
     kv[n++] = (struct kv){"Node", cell(get_path(res, "nodeName", NULL))};
@@ -633,6 +634,8 @@ static int cmd_status(struct ctl *c, const struct args *a)
     } else if (src)
         kv[n++] = (struct kv){"Source", value_str(src)};
     kv[n++] = (struct kv){"Pods", cell(get_path(res, "pods", NULL))};
+    if (get_path(res, "unprotectedPods", NULL))
+        kv[n++] = (struct kv){"Unprotected pods", cell(get_path(res, "unprotectedPods", NULL))};
     kv[n++] = (struct kv){"Identities", cell(get_path(res, "identities", NULL))};
     kv[n++] = (struct kv){"Bindings", cell(get_path(res, "bindings", NULL))};
     kv[n++] = (struct kv){"Exceptions", cell(get_path(res, "exceptions", NULL))};

@@ -43,9 +43,11 @@
 #include "store.h"
 #include "token-cache.h"
 #include "token-endpoint.h"
+#include "unprotected.h"
 
 #define SHUTDOWN_GRACE_MS 2000
 #define TRIM_INTERVAL_MS 10000
+#define UNPROTECTED_SCAN_MS 5000
 #define MALLOC_ARENAS 4
 
 static struct broker *the_broker;
@@ -213,6 +215,27 @@ static int k8s_source_start(struct broker *b)
     return 0;
 }
 
+static bool has_registration(const char *ns, const char *name, void *ud)
+{
+    return registry_has_pod(ud, ns, name);
+}
+
+/* Pods of this node without idbroker (unprotected.h), once the pods are listed. */
+static void scan_unprotected(struct broker *b)
+{
+    policy_read_lock(&b->policy);
+    int n = b->policy.synced ? unprotected_scan(b->unprotected, b->policy.store, b->conf->node_name,
+                                                has_registration, b->registry)
+                             : -EAGAIN;
+    policy_read_unlock(&b->policy);
+    if (n == -ENOMEM)
+        log_warning("out of memory scanning for unprotected pods, trying again later");
+    if (n < 0)
+        return;
+    __atomic_store_n(&b->unprotected_pods, (size_t)n, __ATOMIC_RELAXED);
+    metrics_set(G_UNPROTECTED_PODS, n);
+}
+
 static void broker_shutdown(struct broker *b)
 {
     b->ctl = control_server_stop(b->ctl);
@@ -222,6 +245,7 @@ static void broker_shutdown(struct broker *b)
         k8s_client_stop(b->k8s);
     b->cni = conflist_watch_free(b->cni);
     b->watch = k8s_watch_free(b->watch);
+    b->unprotected = unprotected_free(b->unprotected);
     b->aai = aai_writer_free(b->aai);
     b->k8s = k8s_client_free(b->k8s);
     /* The provider host goes before the cache: its calls in flight fail at once, so the cache
@@ -422,6 +446,10 @@ int main(int argc, char **argv)
     }
     if (kube && k8s_source_start(&b) < 0)
         return 1;
+    if (kube && !(b.unprotected = unprotected_new())) {
+        log_error("out of memory at start");
+        return 1;
+    }
     broker_reload_source(&b, true);
 
     r = control_server_start(b.conf->control_socket, broker_ctl_ops, &b, &b.ctl);
@@ -479,7 +507,7 @@ int main(int argc, char **argv)
                IDB_VERSION, b.conf->listen, b.conf->node_name, b.conf->health_listen,
                b.conf->control_socket);
 
-    uint64_t last_trim_ms = now_monotonic_ms();
+    uint64_t last_trim_ms = now_monotonic_ms(), last_scan_ms = last_trim_ms;
     for (;;) {
         uint32_t ms = b.conf->source_poll_ms ? b.conf->source_poll_ms : 1000;
         struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -496,9 +524,13 @@ int main(int argc, char **argv)
         pthread_mutex_lock(&b.reload_lock);
         broker_reload_source(&b, false);
         pthread_mutex_unlock(&b.reload_lock);
+        uint64_t now = now_monotonic_ms();
+        if (b.unprotected && now - last_scan_ms >= UNPROTECTED_SCAN_MS) {
+            scan_unprotected(&b);
+            last_scan_ms = now;
+        }
         /* A burst of connections leaves its per-connection memory free in the malloc arenas of
          * threads that are gone: hand whole free pages back now and then (a few ms at most). */
-        uint64_t now = now_monotonic_ms();
         if (now - last_trim_ms >= TRIM_INTERVAL_MS) {
             malloc_trim(0);
             last_trim_ms = now;

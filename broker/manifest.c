@@ -325,6 +325,34 @@ static int want_string(struct ctx *c, const char *path, struct json_object *v, c
     return 0;
 }
 
+/* *ret = a boolean value; absent or null leave it false. YAML scalars arrive as strings: the
+ * spellings Kubernetes' own YAML reader takes (YAML 1.1: true/yes/on, false/no/off, in lower,
+ * capitalised or upper case) are taken, as want_int() takes digits. */
+static int want_bool(struct ctx *c, const char *path, struct json_object *v, bool *ret)
+{
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+                                     "NO",    "off",   "Off",   "OFF"};
+    *ret = false;
+    if (!v || json_object_is_type(v, json_type_null))
+        return 0;
+    if (json_object_is_type(v, json_type_boolean)) {
+        *ret = json_object_get_boolean(v);
+        return 0;
+    }
+    if (json_object_is_type(v, json_type_string))
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+            if (streq(json_object_get_string(v), yes[i])) {
+                *ret = true;
+                return 0;
+            }
+            if (streq(json_object_get_string(v), no[i]))
+                return 0;
+        }
+    return fail_type(c, path, "true or false", v);
+}
+
 /* Like want_string, but absent is "" (or an error if required) and "" is refused when required. */
 static int want_string_field(struct ctx *c, struct json_object *o, const char *prefix,
                              const char *name, const char *alt, bool required, const char **ret)
@@ -773,15 +801,31 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
     if (r < 0)
         return r;
 
-    const char *node = NULL;
+    const char *node = NULL, *phase = NULL;
     char *ips[MANIFEST_MAX_POD_IPS];
     size_t n_ips = 0;
+    bool host_network = false;
     if (spec)
         r = want_string(c, path, lookup(spec, sp, "nodeName", NULL, path, sizeof(path)), &node);
+    if (r >= 0 && spec)
+        r = want_bool(c, path, lookup(spec, sp, "hostNetwork", NULL, path, sizeof(path)),
+                      &host_network);
     if (r >= 0)
         r = parse_pod_ips(c, o, prefix, ips, &n_ips);
+    if (r >= 0) {
+        /* parse_pod_ips() checked that a status is a mapping. */
+        char st[PATH_MAX_CHARS];
+        struct json_object *status = lookup(o, prefix, "status", NULL, st, sizeof(st));
+        if (status)
+            r = want_string(c, path, lookup(status, st, "phase", NULL, path, sizeof(path)), &phase);
+    }
     if (r < 0)
         return r;
+    char md[PATH_MAX_CHARS];
+    struct json_object *meta = lookup(o, prefix, "metadata", NULL, md, sizeof(md)),
+                       *deletion = NULL;
+    if (meta)
+        deletion = lookup(meta, md, "deletionTimestamp", NULL, path, sizeof(path));
     _cleanup_free_ char *origin = origin_new(c);
     if (!origin)
         return -ENOMEM;
@@ -795,6 +839,9 @@ static int parse_pod(struct ctx *c, struct json_object *o, const char *prefix, s
         .ips = n_ips ? ips : NULL,
         .n_ips = n_ips,
         .origin = origin,
+        .host_network = host_network,
+        .running = phase && streq(phase, "Running"),
+        .terminating = deletion && !json_object_is_type(deletion, json_type_null),
     });
     if (!p)
         return -ENOMEM;

@@ -119,6 +119,9 @@ static const struct counter_desc gauge_descs[_G_GAUGE_MAX] = {
     [G_READY] = {"idbroker_ready", "1 when configuration, providers and sources are ready."},
     [G_CNI_CHAIN_OK] = {"idbroker_cni_chain_ok",
                         "0 while the node's CNI network configuration lacks the idbroker plugin."},
+    [G_UNPROTECTED_PODS] = {"idbroker_pods_unprotected",
+                            "Running pods of this node that the idbroker CNI plugin did not set up "
+                            "(kubernetes mode)."},
 };
 
 void metrics_inc(enum metric_counter m)

@@ -37,6 +37,7 @@ enum metric_gauge {
     G_CACHE_ENTRIES,
     G_READY,
     G_CNI_CHAIN_OK,
+    G_UNPROTECTED_PODS,
     _G_GAUGE_MAX,
 };
 

@@ -524,7 +524,14 @@ struct pod_meta *pod_meta_new(const struct pod_meta *t)
     char **ips = (char **)(p + 1);
     struct kv *arr = (struct kv *)(ips + n_ips);
     char *c = (char *)(arr + n_lab);
-    *p = (struct pod_meta){.n_labels = n_lab, .n_ips = n_ips, .packed = true};
+    *p = (struct pod_meta){
+        .n_labels = n_lab,
+        .n_ips = n_ips,
+        .host_network = t->host_network,
+        .running = t->running,
+        .terminating = t->terminating,
+        .packed = true,
+    };
     p->labels = pack_kv(arr, &c, t->labels, n_lab);
     if (n_ips > 0) {
         for (size_t k = 0; k < n_ips; k++)

@@ -82,7 +82,10 @@ struct pod_meta {
     char **ips; /* status.podIPs[].ip (else status.podIP) as the source gave them; may be NULL */
     size_t n_ips;
     char *origin;
-    bool packed; /* made by pod_meta_new(); never set by hand */
+    bool host_network; /* spec.hostNetwork */
+    bool running;      /* status.phase is "Running" */
+    bool terminating;  /* metadata.deletionTimestamp is set */
+    bool packed;       /* made by pod_meta_new(); never set by hand */
 };
 
 /*

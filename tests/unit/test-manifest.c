@@ -182,6 +182,50 @@ static void test_json(void **state)
     store_free(s);
 }
 
+/* What the unprotected-pod check reads (THREATS T21): spec.hostNetwork, status.phase and
+ * metadata.deletionTimestamp, in JSON (the API) and YAML (files). */
+static void test_pod_state(void **state)
+{
+    (void)state;
+    struct store *s = parse_ok(
+        "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"run\"},"
+        " \"spec\": {\"nodeName\": \"n1\"}, \"status\": {\"phase\": \"Running\", \"podIP\": "
+        "\"10.0.0.5\"}}\n"
+        "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"hn\"},"
+        " \"spec\": {\"hostNetwork\": true}, \"status\": {\"phase\": \"Running\"}}\n"
+        "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"del\","
+        " \"deletionTimestamp\": \"2026-01-01T00:00:00Z\"}, \"spec\": {\"hostNetwork\": null},"
+        " \"status\": {\"phase\": \"Running\"}}\n"
+        "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"done\"},"
+        " \"status\": {\"phase\": \"Succeeded\"}}\n",
+        "pods.json");
+    const struct pod_meta *p = store_get_pod(s, "default", "run");
+    assert_true(p->running && !p->host_network && !p->terminating);
+    p = store_get_pod(s, "default", "hn");
+    assert_true(p->running && p->host_network && !p->terminating);
+    p = store_get_pod(s, "default", "del");
+    assert_true(p->running && !p->host_network && p->terminating);
+    p = store_get_pod(s, "default", "done");
+    assert_true(!p->running && !p->host_network && !p->terminating);
+    store_free(s);
+
+    s = parse_ok("apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec: {hostNetwork: true}\n"
+                 "status: {phase: Running}\n---\n"
+                 "apiVersion: v1\nkind: Pod\nmetadata: {name: y11}\nspec: {hostNetwork: yes}\n---\n"
+                 "apiVersion: v1\nkind: Pod\nmetadata: {name: n11}\nspec: {hostNetwork: Off}\n",
+                 "pod.yaml");
+    p = store_get_pod(s, "default", "y");
+    assert_true(p->running && p->host_network);
+    assert_true(store_get_pod(s, "default", "y11")->host_network);
+    assert_false(store_get_pod(s, "default", "n11")->host_network);
+    store_free(s);
+    parse_fails("{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"x\"},"
+                " \"spec\": {\"hostNetwork\": \"maybe\"}}",
+                "bad.json",
+                "bad.json: document 1: field 'spec.hostNetwork': expected true or false, got "
+                "'maybe'");
+}
+
 static void test_yaml_list_and_capitalised(void **state)
 {
     (void)state;
@@ -677,6 +721,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multi_doc_yaml),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_pod_state),
         cmocka_unit_test(test_yaml_list_and_capitalised),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_error_messages),
