@@ -23,16 +23,6 @@ import k8stest as K  # noqa: E402
 UID_OK = "11111111-1111-1111-1111-111111111111"
 
 
-def poll(cond, bound_s=60):
-    deadline = time.time() + bound_s
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.25)
-    return cond()
-
-
 def main():
     with K.FakeApi() as fake:
         fake.put(K.pod("protected", "127.0.0.5", uid=UID_OK))
@@ -49,8 +39,9 @@ def main():
         fake.put(K.pod("elsewhere", "127.0.0.9", node="another-node"))
         with K.KubeBroker(fake) as b:
             b.register("default", "protected", "127.0.0.5", uid=UID_OK)
-            check(poll(lambda: b.metric("idbroker_pods_unprotected") == 1),
-                  "the gauge idbroker_pods_unprotected counts the one unregistered running pod")
+            K.wait_for(lambda: b.metric("idbroker_pods_unprotected") == 1,
+                       "the gauge idbroker_pods_unprotected counts the one unregistered running pod", timeout=60,
+                       interval=0.25)
             log = b.log()
             equal(log.count("pod default/unprotected runs on this node without idbroker"), 1,
                   "a warning names it")
@@ -63,7 +54,8 @@ def main():
 
             # Re-created through the plugin: registered.
             b.register("default", "unprotected", "127.0.0.6")
-            check(poll(lambda: b.metric("idbroker_pods_unprotected") == 0), "registered: the gauge goes back to 0")
+            K.wait_for(lambda: b.metric("idbroker_pods_unprotected") == 0, "registered: the gauge goes back to 0",
+                       timeout=60, interval=0.25)
             check("pod default/unprotected is no longer an unprotected pod" in b.log(), "... with a notice")
             equal(b.ctl_json("status").get("unprotectedPods"), 0, "idbrokerctl status: unprotectedPods 0")
 
