@@ -3,7 +3,8 @@
 """The main job, end to end, in throw-away network namespaces: a "node" namespace runs idbrokerd (files
 mode, mock provider, conf/identities/ as the policy); two pods are made through the real CNI chain
 bridge + host-local + idbroker (the CNI protocol, as a container runtime speaks it); pod-a, bound to
-demo-identity, gets a token from http://169.254.169.254 with plain curl; pod-b, unbound, is refused.
+demo-identity, gets a token from http://169.254.169.254 with plain curl; pod-b, unbound, is refused; a
+pod set up without idbroker gets no answer once `idbroker --guard` has installed the node's tables.
 Everything is removed at the end, even on failure. Run as root after a build (scripts/demo.sh)."""
 import base64
 import json
@@ -46,8 +47,19 @@ def main():
         say("    policy: conf/identities/demo.yaml (AzureIdentity demo-identity, AzureIdentityBinding demo-binding,")
         say("            selector 'demo') and conf/identities/pods.yaml (pod-a labelled aadpodidbinding=demo, pod-b not)")
 
-        step("CNI ADD through bridge + host-local + idbroker for pod-a and pod-b")
         cl = w.conflist("1.0.0")
+        step("before any pod: idbroker --guard < the conflist (what the install step does on a node)")
+        p = w.node_exec([netns_world.IDBROKER_CNI, "--guard"], input=json.dumps(cl))
+        say("    %s" % (p.stderr.strip() or "exit %d" % p.returncode))
+        ok &= p.returncode == 0
+        early = w.new_pod("pod-early")
+        code, _, _ = w.chain("ADD", w.conflist("1.0.0", chained=None), early)
+        rc, status, _ = early.curl(timeout=2)
+        say("    pod-early, set up by bridge + host-local alone (as before idbroker was installed): curl exit %d,"
+            " no answer from 169.254.169.254 (fail closed)" % rc)
+        ok &= code == 0 and rc != 0 and status is None
+
+        step("CNI ADD through bridge + host-local + idbroker for pod-a and pod-b")
         a, b = w.new_pod("pod-a"), w.new_pod("pod-b")
         for p in (a, b):
             code, out, err = w.chain("ADD", cl, p)
