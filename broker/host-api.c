@@ -210,18 +210,24 @@ static int curl_code_to_errno(CURLcode c, const struct http_reply *h)
     }
 }
 
-/* The length of "scheme://host[:port]" at the start of url, without any userinfo: what may be
- * logged of a URL (its path and query may carry identifiers). */
-static int url_origin_len(const char *url)
+/* "scheme://host[:port]" of url (returns new, NULL if libcurl cannot parse it): what may be logged
+ * of a URL, whose userinfo, path and query may carry secrets or identifiers. */
+static char *url_origin(const char *url)
 {
-    const char *p = strstr(url, "://");
-    if (!p)
-        return 0;
-    p += 3;
-    size_t n = strcspn(p, "/?#");
-    if (memchr(p, '@', n))
-        return (int)(p - url); /* userinfo: the scheme only */
-    return (int)(p - url + n);
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *out = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        (void)curl_url_get(u, CURLUPART_PORT, &port, 0);
+        if (asprintf(&out, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "") < 0)
+            out = NULL;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return out;
 }
 
 static bool has_crlf(const char *s)
@@ -331,8 +337,8 @@ static int host_http(const struct idb_http_req *req, struct idb_http_resp *ret)
     if (r == -EPROTO) {
         /* The errno cannot say which: a CA that does not match (caFile, armCaFile), a name that is
          * not in the certificate, an intercepting proxy. An operator's problem: say it here. */
-        int n = url_origin_len(req->url);
-        log_warning("HTTPS to %.*s failed: %s", n, req->url,
+        _cleanup_free_ char *origin = url_origin(req->url);
+        log_warning("HTTPS to %s failed: %s", origin ? origin : "(unparsable URL)",
                     h.error[0] ? h.error : curl_easy_strerror(code));
     }
     if (r < 0)
