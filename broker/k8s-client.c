@@ -384,13 +384,16 @@ int k8s_config_load(const char *kubeconfig, struct k8s_config **ret, char **ret_
     r = k8s_config_parse_kubeconfig(text, len, kubeconfig, &c, ret_error);
     if (r < 0)
         return r;
-    r = check_readable(c->origin, "certificate-authority", c->ca_file, ret_error);
-    if (r >= 0)
-        r = check_readable(c->origin, "client-certificate", c->cert_file, ret_error);
-    if (r >= 0)
-        r = check_readable(c->origin, "client-key", c->key_file, ret_error);
-    if (r >= 0)
-        r = check_readable(c->origin, "tokenFile", c->token_file, ret_error);
+    const struct {
+        const char *key, *file;
+    } files[] = {
+        {"certificate-authority", c->ca_file},
+        {"client-certificate", c->cert_file},
+        {"client-key", c->key_file},
+        {"tokenFile", c->token_file},
+    };
+    for (size_t i = 0; r >= 0 && i < ELEMENTSOF(files); i++)
+        r = check_readable(c->origin, files[i].key, files[i].file, ret_error);
     if (r < 0) {
         k8s_config_free(c);
         return r;
