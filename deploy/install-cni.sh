@@ -89,6 +89,11 @@ kind() {
 
 same() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
 
+# Whether the JSON on stdin (or in file $1) is a list with a plugin of type idbroker.
+has_idbroker() {
+    jq -e 'any(.plugins[]?; type == "object" and .type == "idbroker")' "$@" >/dev/null 2>&1
+}
+
 # Writes the jq filter $1 applied to $src ($p: the plugin chained) to $tmp, mode 0644, unless $f
 # no longer holds $src (the primary rewrote it: it is read again). $tmp is a hidden name with no
 # .conf/.conflist/.json suffix: runtimes never read it. Returns 0, 1 (could not write) or 2 (changed
@@ -119,8 +124,7 @@ publish() {
 # do), 1 (left alone), 2 (the file changed meanwhile: try again).
 insert() {
     f=$1 src=$2
-    if printf '%s\n' "$src" | jq -e 'any(.plugins[]; type == "object" and .type == "idbroker")' \
-        >/dev/null 2>&1; then
+    if printf '%s\n' "$src" | has_idbroker; then
         return 0
     fi
     if printf '%s\n' "$src" | jq -e '.plugins | length == 0' >/dev/null 2>&1; then
@@ -228,7 +232,7 @@ guard() {
     [ "${IDBROKER_CNI_GUARD:-1}" = 1 ] || return 0
     pick || return 0
     [ -f "$sel" ] || return 0 # a FIFO or device: chain() said so; reading it could block
-    if ! jq -e 'any(.plugins[]?; type == "object" and .type == "idbroker")' "$sel" >/dev/null 2>&1; then
+    if ! has_idbroker "$sel"; then
         note "no idbroker entry in '$sel' yet: idbroker's nftables tables not installed"
         return 0
     fi
@@ -256,12 +260,11 @@ rm -f "$NET_DIR"/.idbroker-conflist.tmp.* "$BIN_DIR"/.idbroker.tmp.*
 install_binary
 chain_retry || true
 if [ "${IDBROKER_CNI_WATCH:-0}" = 1 ]; then
-    guard || true
     while :; do
+        guard || true
         sleep "$INTERVAL"
         install_binary || true
         chain_retry || true
-        guard || true
     done
 fi
 guard
