@@ -147,8 +147,3 @@ int unprotected_scan(struct unprotected *u, const struct store *s, const char *n
     u->reported = reported;
     return (int)reported.n;
 }
-
-size_t unprotected_count(const struct unprotected *u)
-{
-    return u ? u->reported.n : 0;
-}

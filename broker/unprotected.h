@@ -32,7 +32,4 @@ struct unprotected *unprotected_free(struct unprotected *u);
 int unprotected_scan(struct unprotected *u, const struct store *s, const char *node,
                      bool (*registered)(const char *ns, const char *name, void *ud), void *ud);
 
-/* The count of the last scan. */
-size_t unprotected_count(const struct unprotected *u);
-
 #endif
